@@ -32,7 +32,7 @@ def build_messages(args, user_text: str) -> list[dict]:
 
 
 def run(args) -> int:
-    from app.engine import loader, memory
+    from app.engine import loader
     from app.engine.session import ChatSession, GenParams
 
     stopping = {"flag": False}
@@ -43,7 +43,6 @@ def run(args) -> int:
         stopping["flag"] = True  # first Ctrl-C ends the answer cleanly; a second one aborts
 
     try:
-        memory.apply_limits()
         loaded = loader.load(args.model)
         session = ChatSession(loaded, kv_mode=args.kv, context_limit=args.context)
         params = GenParams(

@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    blas.reexec_with_blas(argv)
+    if argv is None:  # a real launch, not a call from tests: safe to re-exec with OpenBLAS
+        argv = sys.argv[1:]
+        blas.reexec_with_blas(argv)
     args = build_parser().parse_args(argv)
     logger = log.setup(verbose=args.verbose)
     if blas.preloaded():

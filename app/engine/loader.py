@@ -168,6 +168,7 @@ def load(name: str) -> LoadedModel:
     path = resolve(name)
     config = validate(path)
     weights_bytes = weights_on_disk(path)
+    memory.apply_limits()
     memory.check_fit(weights_bytes, 0, 0, "any mode")
     t0 = time.perf_counter()
     try:

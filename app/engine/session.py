@@ -42,12 +42,13 @@ class ChatSession:
                  prefill_chunk: int = PREFILL_CHUNK):
         self.loaded = loaded
         self.kv_mode = kv_mode
-        self.context_limit = min(context_limit or loaded.shape.max_context, loaded.shape.max_context) \
-            if context_limit else loaded.shape.max_context
+        model_max = loaded.shape.max_context
+        self.context_limit = min(context_limit, model_max) if context_limit else model_max
         self.prefill_chunk = prefill_chunk
         self.cache: list | None = None
         self.cache_tokens: list[int] = []
         self.stats = TurnStats()
+        self.generated: list[int] = []  # token ids of the last answer, EOS included
 
     # -- prompt -----------------------------------------------------------
     def encode(self, messages: list[dict]) -> list[int]:
@@ -171,6 +172,7 @@ class ChatSession:
         finally:
             steps.close()
             # Every token handed out was already fed to the model by generate_step.
+            self.generated = generated
             self.cache_tokens = (prompt + generated)[: self.cache[0].offset if self.cache else 0]
             self._finish(stats, prompt, generated, t0, t_first, finish)
 
