@@ -1,0 +1,733 @@
+"""The conversation store: SQLite with conversations, messages, attachments and full-text search.
+
+One file in the app data dir, in WAL mode with foreign keys on. The schema version lives in
+`PRAGMA user_version` and moves forward through MIGRATIONS. A file that is not a database,
+is damaged, or was written by a newer Folio is moved aside (never overwritten or deleted)
+and a fresh store starts; `Store.notice` then says what happened, in one line.
+"""
+
+import html
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from app import log, paths
+from app.engine.errors import FolioError
+
+logger = log.get("store")
+
+FILE_NAME = "folio.sqlite3"
+DEFAULT_TITLE = "New chat"
+STATES = ("complete", "generating", "interrupted", "stopped", "failed")
+ROLES = ("system", "user", "assistant")
+STREAM_WRITE_INTERVAL_S = 1.0
+TITLE_CHARS = 60
+EXPORT_FORMAT = "folio-conversation"
+EXPORT_VERSION = 1
+# Control characters that cannot occur in stored text; snippet() wraps matches in them so the
+# text can be HTML-escaped before the markers become <b>..</b>.
+_HL_OPEN, _HL_CLOSE = "\x02", "\x03"
+
+# MIGRATIONS[i] moves a database from version i to i + 1; never edit one that has shipped.
+MIGRATIONS = [
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        title_auto INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        model_id TEXT NOT NULL DEFAULT '',
+        settings TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX conversations_updated ON conversations(updated);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'complete',
+        stats TEXT NOT NULL DEFAULT '{}',
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        stream_pid INTEGER
+    );
+    CREATE INDEX messages_conversation ON messages(conversation_id, id);
+    CREATE INDEX messages_state ON messages(state);
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        file_name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        pages INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL DEFAULT '',
+        token_count INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE INDEX attachments_conversation ON attachments(conversation_id);
+    CREATE TABLE message_attachments (
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, attachment_id)
+    );
+    CREATE INDEX message_attachments_attachment ON message_attachments(attachment_id);
+    -- External-content FTS: the text lives once, in messages; triggers keep the index in step.
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(FolioError):
+    """The store could not read or write; the message says what to do."""
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    created: float
+    updated: float
+    model_id: str
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Attachment:
+    id: int
+    file_name: str
+    sha256: str
+    pages: int
+    text: str
+    token_count: int
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    created: float
+    state: str
+    stats: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attachments: list = field(default_factory=list)
+
+
+@dataclass
+class SearchHit:
+    conversation_id: int
+    message_id: int
+    title: str
+    snippet: str  # HTML-escaped message text around the match, matches in <b>..</b>
+
+
+class Store:
+    """SQLite file in app.paths.data_dir()/"folio.sqlite3"; safe to use from any one thread at a time."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else paths.data_dir() / FILE_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notice: str | None = None  # set when a bad file was moved aside on open
+        self.moved_to: Path | None = None
+        self._lock = threading.RLock()
+        self._pending: dict[int, tuple[str, float]] = {}  # streaming msg id -> (content, last write)
+        self._db = self._open()
+        self._recover_streams()
+
+    # -- opening ----------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        db = None
+        try:
+            db = self._connect()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.close()
+                return self._start_fresh(
+                    f"was written by a newer version of Folio (schema {version}, this one reads up to {SCHEMA_VERSION})",
+                    "newer",
+                )
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                db.close()
+                return self._start_fresh(f"is damaged ({check})", "corrupt")
+            self._migrate(db, version)
+            return db
+        except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
+            if (_code(e) or 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return self._start_fresh(f"is damaged or not a database ({e})", "corrupt")
+            raise _store_error(e, "open the conversation store") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (`with self._tx()`), nothing is left open.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            logger.warning("store %s is in journal mode %s, not WAL", self.path, mode)
+        # FULL: every commit reaches the disk, so a finished message survives even a power cut.
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
+    def _migrate(self, db, version: int):
+        for v in range(version, SCHEMA_VERSION):
+            logger.info("store %s: migrating schema %d -> %d", self.path, v, v + 1)
+            # executescript commits first; the BEGIN inside keeps each step all-or-nothing.
+            db.executescript(f"BEGIN;\n{MIGRATIONS[v]}\nPRAGMA user_version = {v + 1};\nCOMMIT;")
+
+    def _start_fresh(self, why: str, tag: str) -> sqlite3.Connection:
+        moved = _move_aside(self.path, tag)
+        self.moved_to = moved
+        self.notice = (
+            f"The conversation database {why}. It was moved to {moved} and a new, empty one was started."
+        )
+        logger.warning(self.notice)
+        db = self._connect()
+        self._migrate(db, 0)
+        return db
+
+    def _recover_streams(self):
+        """Answers a dead process was streaming become "interrupted"; a live writer's are left alone."""
+        rows = self._db.execute("SELECT id, stream_pid, created FROM messages WHERE state = 'generating'").fetchall()
+        dead = [r["id"] for r in rows if not _streaming(r["stream_pid"], r["created"])]
+        if dead:
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE messages SET state = 'interrupted', stream_pid = NULL WHERE id = ?",
+                    [(i,) for i in dead],
+                )
+            logger.info("marked %d unfinished answer(s) as interrupted", len(dead))
+
+    def close(self):
+        with self._lock:
+            for msg_id in list(self._pending):
+                self._flush(msg_id)
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transactions -----------------------------------------------------
+    def _tx(self):
+        return _Transaction(self)
+
+    def _query(self, sql, args=()):
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise _store_error(e, "read the conversation store") from None
+
+    # -- conversations ----------------------------------------------------
+    def create_conversation(self, title=DEFAULT_TITLE, model_id="", settings=None) -> int:
+        now = time.time()
+        title = _clean_title(title) or DEFAULT_TITLE
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO conversations (title, title_auto, created, updated, model_id, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (title, int(title == DEFAULT_TITLE), now, now, model_id or "", _dumps(settings or {})),
+            )
+            return cur.lastrowid
+
+    def list_conversations(self) -> list[Conversation]:
+        rows = self._query("SELECT * FROM conversations ORDER BY updated DESC, id DESC")
+        return [_conversation(r) for r in rows]
+
+    def get_conversation(self, conv_id) -> Conversation:
+        rows = self._query("SELECT * FROM conversations WHERE id = ?", (conv_id,))
+        if not rows:
+            raise StoreError(f"Conversation {conv_id} does not exist (it may have been deleted).")
+        return _conversation(rows[0])
+
+    def rename_conversation(self, conv_id, title):
+        title = _clean_title(title)
+        if not title:
+            raise StoreError("A conversation title cannot be empty.")
+        with self._tx() as db:
+            self._require(db, conv_id)
+            db.execute("UPDATE conversations SET title = ?, title_auto = 0 WHERE id = ?", (title, conv_id))
+
+    def delete_conversation(self, conv_id):
+        with self._tx() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+        for msg_id in [m for m in self._pending]:
+            if not self._query("SELECT 1 FROM messages WHERE id = ?", (msg_id,)):
+                self._pending.pop(msg_id, None)
+
+    def update_conversation(self, conv_id, *, model_id=None, settings=None):
+        with self._tx() as db:
+            self._require(db, conv_id)
+            if model_id is not None:
+                db.execute("UPDATE conversations SET model_id = ? WHERE id = ?", (model_id, conv_id))
+            if settings is not None:
+                db.execute("UPDATE conversations SET settings = ? WHERE id = ?", (_dumps(settings), conv_id))
+
+    # -- messages ---------------------------------------------------------
+    def add_message(self, conv_id, role, content, *, state="complete", stats=None, attachment_ids=()) -> int:
+        _check_role(role)
+        _check_state(state)
+        stats = stats or {}
+        now = time.time()
+        with self._tx() as db:
+            self._require(db, conv_id)
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created, state, stats, "
+                "prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, role, content, now, state, _dumps(stats),
+                 int(stats.get("prompt_tokens", 0)), int(stats.get("generated_tokens", 0))),
+            )
+            msg_id = cur.lastrowid
+            for pos, att in enumerate(attachment_ids):
+                db.execute(
+                    "INSERT INTO message_attachments (message_id, attachment_id, position) "
+                    "SELECT ?, id, ? FROM attachments WHERE id = ? AND conversation_id = ?",
+                    (msg_id, pos, att, conv_id),
+                )
+                if not db.execute("SELECT changes()").fetchone()[0]:
+                    raise StoreError(f"Attachment {att} does not belong to conversation {conv_id}.")
+            if role == "user":
+                self._auto_title(db, conv_id, content)
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv_id))
+            return msg_id
+
+    def messages(self, conv_id) -> list[Message]:
+        with self._lock:
+            rows = self._query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conv_id,))
+            links = self._query(
+                "SELECT ma.message_id, a.* FROM message_attachments ma "
+                "JOIN attachments a ON a.id = ma.attachment_id "
+                "JOIN messages m ON m.id = ma.message_id "
+                "WHERE m.conversation_id = ? ORDER BY ma.message_id, ma.position",
+                (conv_id,),
+            )
+            pending = dict(self._pending)
+        by_msg: dict[int, list] = {}
+        for r in links:
+            by_msg.setdefault(r["message_id"], []).append(_attachment(r))
+        out = []
+        for r in rows:
+            m = _message(r, by_msg.get(r["id"], []))
+            if m.id in pending:  # not yet on disk, but the caller should see the latest text
+                m.content = pending[m.id][0]
+            out.append(m)
+        return out
+
+    def begin_stream(self, conv_id) -> int:
+        """An empty assistant message in state "generating", owned by this process."""
+        now = time.time()
+        with self._tx() as db:
+            self._require(db, conv_id)
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created, state, stream_pid) "
+                "VALUES (?, 'assistant', '', ?, 'generating', ?)",
+                (conv_id, now, os.getpid()),
+            )
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv_id))
+            msg_id = cur.lastrowid
+        self._pending[msg_id] = ("", time.monotonic())
+        return msg_id
+
+    def update_stream(self, msg_id, content):
+        """Called per token with the whole text so far; reaches the disk at most about once a second."""
+        with self._lock:
+            _, last = self._pending.get(msg_id, ("", 0.0))
+            self._pending[msg_id] = (content, last)
+            if time.monotonic() - last >= STREAM_WRITE_INTERVAL_S:
+                self._flush(msg_id)
+
+    def _flush(self, msg_id):
+        content, _ = self._pending[msg_id]
+        with self._tx() as db:
+            db.execute("UPDATE messages SET content = ? WHERE id = ? AND state = 'generating'", (content, msg_id))
+        self._pending[msg_id] = (content, time.monotonic())
+
+    def finish_message(self, msg_id, content, state="complete", stats=None):
+        _check_state(state)
+        stats = stats or {}
+        with self._lock:
+            if msg_id in self._pending:  # if the write below fails, the final text stays in memory
+                self._pending[msg_id] = (content, self._pending[msg_id][1])
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE messages SET content = ?, state = ?, stats = ?, prompt_tokens = ?, "
+                "completion_tokens = ?, stream_pid = NULL WHERE id = ?",
+                (content, state, _dumps(stats), int(stats.get("prompt_tokens", 0)),
+                 int(stats.get("generated_tokens", 0)), msg_id),
+            )
+            if not cur.rowcount:
+                raise StoreError(f"Message {msg_id} does not exist (its conversation may have been deleted).")
+            db.execute(
+                "UPDATE conversations SET updated = ? WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                (time.time(), msg_id),
+            )
+        # Only once the final text is on disk: if the write failed, the pending text is kept.
+        self._pending.pop(msg_id, None)
+
+    def delete_messages_from(self, conv_id, msg_id):
+        """Edit or regenerate: drop `msg_id` and every later message of the conversation."""
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conv_id, msg_id))
+            # Attachments stay: the edited message is usually re-sent with the same documents.
+        for m in [m for m in self._pending if m >= msg_id]:
+            if not self._query("SELECT 1 FROM messages WHERE id = ?", (m,)):
+                self._pending.pop(m, None)
+
+    # -- search -----------------------------------------------------------
+    def search(self, query) -> list[SearchHit]:
+        """Messages matching every word of `query` (the last word as a prefix), best first."""
+        match = fts_query(query)
+        if not match:
+            return []
+        rows = self._query(
+            "SELECT m.conversation_id, m.id, c.title, "
+            f"snippet(messages_fts, 0, '{_HL_OPEN}', '{_HL_CLOSE}', '…', 16) AS snip "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), c.updated DESC LIMIT 200",
+            (match,),
+        )
+        return [SearchHit(r[0], r[1], r[2], _highlight(r[3])) for r in rows]
+
+    # -- attachments ------------------------------------------------------
+    def add_attachment(self, conv_id, file_name, sha256, pages, text, token_count) -> int:
+        with self._tx() as db:
+            self._require(db, conv_id)
+            cur = db.execute(
+                "INSERT INTO attachments (conversation_id, file_name, sha256, pages, text, token_count, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, file_name, sha256, int(pages), text, int(token_count), time.time()),
+            )
+            return cur.lastrowid
+
+    def attachments(self, conv_id) -> list[Attachment]:
+        rows = self._query("SELECT * FROM attachments WHERE conversation_id = ? ORDER BY id", (conv_id,))
+        return [_attachment(r) for r in rows]
+
+    # -- export / import --------------------------------------------------
+    def export_markdown(self, conv_id) -> str:
+        conv = self.get_conversation(conv_id)
+        lines = [f"# {conv.title}", ""]
+        meta = [f"Exported from Folio on {time.strftime('%Y-%m-%d %H:%M', time.localtime())}"]
+        if conv.model_id:
+            meta.append(f"model: {conv.model_id}")
+        lines += ["_" + " · ".join(meta) + "_", ""]
+        for m in self.messages(conv_id):
+            head = f"## {m.role.capitalize()}"
+            if m.state not in ("complete",):
+                head += f" ({m.state})"
+            lines += [head, ""]
+            for a in m.attachments:
+                lines.append(f"> Attached: {a.file_name} ({a.pages} pages, {a.token_count:,} tokens)")
+            if m.attachments:
+                lines.append("")
+            lines += [m.content.rstrip(), ""]
+            if m.state == "failed" and m.stats.get("error"):
+                lines += [f"> Error: {m.stats['error']}", ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def export_json(self, conv_id) -> dict:
+        conv = self.get_conversation(conv_id)
+        msgs = self.messages(conv_id)
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "conversation": {k: v for k, v in asdict(conv).items() if k != "id"},
+            "attachments": [asdict(a) for a in self.attachments(conv_id)],
+            "messages": [
+                {**{k: v for k, v in asdict(m).items() if k not in ("id", "conversation_id", "attachments")},
+                 "attachment_ids": [a.id for a in m.attachments]}
+                for m in msgs
+            ],
+        }
+
+    def import_json(self, data) -> int:
+        """A new conversation from `export_json` output (or its JSON text); returns its id."""
+        conv, atts, msgs = _validate_export(data)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO conversations (title, title_auto, created, updated, model_id, settings) "
+                "VALUES (?, 0, ?, ?, ?, ?)",
+                (conv["title"], conv["created"], conv["updated"], conv["model_id"], _dumps(conv["settings"])),
+            )
+            conv_id = cur.lastrowid
+            new_att = {}
+            for a in atts:
+                cur = db.execute(
+                    "INSERT INTO attachments (conversation_id, file_name, sha256, pages, text, token_count, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conv_id, a["file_name"], a["sha256"], a["pages"], a["text"], a["token_count"], conv["created"]),
+                )
+                new_att[a["id"]] = cur.lastrowid
+            for m in msgs:
+                # An answer that was streaming when exported cannot resume after import.
+                state = "interrupted" if m["state"] == "generating" else m["state"]
+                cur = db.execute(
+                    "INSERT INTO messages (conversation_id, role, content, created, state, stats, "
+                    "prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (conv_id, m["role"], m["content"], m["created"], state, _dumps(m["stats"]),
+                     m["prompt_tokens"], m["completion_tokens"]),
+                )
+                for pos, old in enumerate(m["attachment_ids"]):
+                    db.execute(
+                        "INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (?, ?, ?)",
+                        (cur.lastrowid, new_att[old], pos),
+                    )
+            return conv_id
+
+    # -- helpers ----------------------------------------------------------
+    def _require(self, db, conv_id):
+        if not db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone():
+            raise StoreError(f"Conversation {conv_id} does not exist (it may have been deleted).")
+
+    def _auto_title(self, db, conv_id, content):
+        row = db.execute("SELECT title_auto FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        if not row or not row[0]:
+            return
+        firsts = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user'", (conv_id,)
+        ).fetchone()[0]
+        title = title_from(content)
+        if firsts == 1 and title:
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE .. COMMIT under the store's lock; any failure rolls back and becomes a StoreError."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            self.store._lock.release()
+            raise _store_error(e, "save") from None
+        return self.store._db
+
+    def __exit__(self, exc_type, exc, tb):
+        db = self.store._db
+        try:
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                    return False
+                except sqlite3.DatabaseError as e:
+                    exc = e
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _store_error(exc, "save") from None
+            return False
+        finally:
+            self.store._lock.release()
+
+
+# -- module helpers -----------------------------------------------------------
+def fts_query(text: str) -> str:
+    """User text as an FTS5 query: every word must match, quoted so no word acts as an operator."""
+    words = re.findall(r"\w+", text or "")
+    if not words:
+        return ""
+    terms = [f'"{w}"' for w in words]
+    terms[-1] += "*"  # as-you-type: the last word may be incomplete
+    return " ".join(terms)
+
+
+def title_from(content: str) -> str:
+    """The first non-empty line of a message, shortened at a word boundary."""
+    line = next((ln.strip() for ln in (content or "").splitlines() if ln.strip()), "")
+    line = re.sub(r"\s+", " ", line)
+    if len(line) <= TITLE_CHARS:
+        return line
+    cut = line[:TITLE_CHARS].rsplit(" ", 1)[0] or line[:TITLE_CHARS]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _highlight(snippet: str) -> str:
+    return html.escape(snippet or "", quote=False).replace(_HL_OPEN, "<b>").replace(_HL_CLOSE, "</b>")
+
+
+def _clean_title(title) -> str:
+    return re.sub(r"\s+", " ", str(title or "")).strip()
+
+
+def _check_role(role):
+    if role not in ROLES:
+        raise StoreError(f"Unknown message role {role!r}; expected one of {', '.join(ROLES)}.")
+
+
+def _check_state(state):
+    if state not in STATES:
+        raise StoreError(f"Unknown message state {state!r}; expected one of {', '.join(STATES)}.")
+
+
+def _dumps(obj) -> str:
+    try:
+        return json.dumps(obj, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"Could not save settings or stats: {e}.") from None
+
+
+def _loads(text) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _conversation(r) -> Conversation:
+    return Conversation(r["id"], r["title"], r["created"], r["updated"], r["model_id"], _loads(r["settings"]))
+
+
+def _attachment(r) -> Attachment:
+    return Attachment(r["id"], r["file_name"], r["sha256"], r["pages"], r["text"], r["token_count"])
+
+
+def _message(r, attachments) -> Message:
+    return Message(
+        r["id"], r["conversation_id"], r["role"], r["content"], r["created"], r["state"],
+        _loads(r["stats"]), r["prompt_tokens"], r["completion_tokens"], attachments,
+    )
+
+
+def _code(e: Exception) -> int | None:
+    return getattr(e, "sqlite_errorcode", None)
+
+
+def _store_error(e: sqlite3.Error, doing: str) -> StoreError:
+    code = _code(e)
+    base = (code or 0) & 0xFF
+    if base == sqlite3.SQLITE_FULL:
+        msg = f"Could not {doing}: the disk is full. Free some space and try again; nothing already saved was lost."
+    elif base in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        msg = f"Could not {doing}: the conversation database is not writable ({e})."
+    elif base == sqlite3.SQLITE_BUSY:
+        msg = f"Could not {doing}: the conversation database is busy (another Folio window?). Try again."
+    elif base == sqlite3.SQLITE_IOERR:
+        msg = f"Could not {doing}: the disk reported an error ({e}). Nothing already saved was lost."
+    else:
+        msg = f"Could not {doing}: {e}."
+    logger.error("store error (%s): %s", code, e)
+    return StoreError(msg)
+
+
+def _move_aside(path: Path, tag: str) -> Path:
+    """Rename the database (and its -wal/-shm) to an unused name beside it; never overwrite."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while True:
+        suffix = f".{tag}-{stamp}" + (f"-{n}" if n else "")
+        target = path.with_name(path.stem + suffix + path.suffix)
+        sidecars = [Path(str(target) + s) for s in ("-wal", "-shm")]
+        if not target.exists() and not any(s.exists() for s in sidecars):
+            break
+        n += 1
+    if path.exists():
+        os.rename(path, target)
+    for s in ("-wal", "-shm"):
+        side = Path(str(path) + s)
+        if side.exists():
+            os.rename(side, Path(str(target) + s))
+    return target
+
+
+def _streaming(pid, since: float) -> bool:
+    """Whether the process that began a stream at `since` still runs (a reused pid started later)."""
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= since + 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True
+
+
+def _validate_export(data):
+    """The parts of an export, checked and normalised; a clear StoreError for anything else."""
+    bad = "This file is not a Folio conversation export"
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as e:
+            raise StoreError(f"{bad}: it is not valid JSON ({e}).") from None
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise StoreError(f"{bad}.")
+    version = data.get("version")
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise StoreError(f"{bad} this version of Folio can read (export version {version!r}); update Folio.")
+    try:
+        c = data["conversation"]
+        conv = {
+            "title": _clean_title(c.get("title")) or DEFAULT_TITLE,
+            "created": float(c.get("created", time.time())),
+            "updated": float(c.get("updated", time.time())),
+            "model_id": str(c.get("model_id") or ""),
+            "settings": c.get("settings") if isinstance(c.get("settings"), dict) else {},
+        }
+        atts = [
+            {"id": a["id"], "file_name": str(a["file_name"]), "sha256": str(a.get("sha256", "")),
+             "pages": int(a.get("pages", 0)), "text": str(a.get("text", "")),
+             "token_count": int(a.get("token_count", 0))}
+            for a in data.get("attachments", [])
+        ]
+        ids = {a["id"] for a in atts}
+        msgs = []
+        for i, m in enumerate(data["messages"]):
+            if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise StoreError(f"{bad}: message {i + 1} has no valid role or content.")
+            state = m.get("state", "complete")
+            if state not in STATES:
+                raise StoreError(f"{bad}: message {i + 1} has an unknown state {state!r}.")
+            links = list(m.get("attachment_ids", []))
+            if any(a not in ids for a in links):
+                raise StoreError(f"{bad}: message {i + 1} refers to an attachment that is not in the file.")
+            msgs.append({
+                "role": m["role"], "content": m["content"], "state": state,
+                "created": float(m.get("created", conv["created"])),
+                "stats": m.get("stats") if isinstance(m.get("stats"), dict) else {},
+                "prompt_tokens": int(m.get("prompt_tokens", 0)),
+                "completion_tokens": int(m.get("completion_tokens", 0)),
+                "attachment_ids": links,
+            })
+    except StoreError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StoreError(f"{bad}: a required field is missing or malformed ({e}).") from None
+    return conv, atts, msgs
