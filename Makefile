@@ -1,7 +1,6 @@
 # Two entry points for a fresh machine: `make run` (set up, launch the app) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-BLAS := $(shell [ -x $(PY) ] && $(PY) -m app.blas 2>/dev/null)
 
 .PHONY: setup run test bench-generate clean
 

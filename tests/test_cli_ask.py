@@ -37,3 +37,21 @@ def test_prompt_over_context_exits_nonzero(model_dir, capsys):
     rc = main(["ask", "--model", str(model_dir("llama")), "--context", "8", "word " * 30])
     assert rc == 1
     assert "over the context limit of 8" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_answer_cleanly(model_dir):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "ask", "--model", str(model_dir("llama")), "--temperature", "0",
+         "--max-tokens", "3000", "hi"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    proc.stdout.read(1)  # the answer has started streaming
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "stopped" in err or "stop]" in err
