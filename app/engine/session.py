@@ -21,7 +21,8 @@ from app.engine.stats import TurnStats
 
 logger = log.get("session")
 
-PREFILL_CHUNK = 512
+# Smaller chunks on the CPU keep progress and cancellation responsive; GPUs want big ones.
+PREFILL_CHUNK = {"cpu": 512}.get(memory.backend(), 2048)
 
 
 @dataclass
