@@ -1,0 +1,53 @@
+"""Hub search for MLX models, only when the user asks; one request with a timeout, no retries.
+
+huggingface_hub's list_models has no timeout and retries with backoff for half a minute when
+offline, so the request is made here through its session and parsed by its ModelInfo.
+"""
+
+from dataclasses import dataclass
+
+from app.hub import net
+
+
+@dataclass
+class Result:
+    repo_id: str
+    downloads: int
+    likes: int
+    last_modified: str
+    pipeline_tag: str
+    quantization: str
+    gated: bool
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _quantization(tags: list[str]) -> str:
+    for t in tags:
+        if t.endswith("-bit") or t in ("4bit", "8bit"):
+            return t
+    return ""
+
+
+def search(query: str, limit: int = 25) -> list[Result]:
+    from huggingface_hub import ModelInfo
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    query = query.strip()
+    net.ensure_online()
+    params = {"search": query, "filter": "mlx", "sort": "downloads", "direction": -1, "limit": int(limit)}
+    with net.talking_to_hub(f"searching for {query!r}"):
+        r = get_session().get(f"{net.endpoint()}/api/models", params=params, headers=build_hf_headers(), timeout=net.timeout())
+        hf_raise_for_status(r)
+        items = r.json()
+    out = []
+    for item in items[:limit] if isinstance(items, list) else []:
+        info = ModelInfo(**item)
+        tags = info.tags or []
+        out.append(Result(
+            info.id, info.downloads or 0, info.likes or 0,
+            info.last_modified.date().isoformat() if info.last_modified else "",
+            info.pipeline_tag or "", _quantization(tags), bool(info.gated),
+        ))
+    return out
