@@ -15,9 +15,14 @@ def setup(verbose: bool = False) -> logging.Logger:
         return root
     _configured = True
     root.setLevel(logging.DEBUG)
-    handler = logging.handlers.RotatingFileHandler(
-        log_file(), maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-    )
+    try:
+        handler = logging.handlers.RotatingFileHandler(
+            log_file(), maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+    except OSError:
+        # An unusable data dir must not crash startup: `folio --self-test` is what reports it.
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
     )
