@@ -24,6 +24,11 @@ def add_arguments(p):
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text and stats")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="a PDF, text, Markdown or source file to put before the question (repeatable)")
+    p.add_argument("--whole", action="store_true",
+                   help="with --attach: refuse, with the numbers, when a document does not fit whole "
+                        "(default: send its most relevant passages instead)")
 
 
 def build_messages(args, user_text: str) -> list[dict]:
@@ -43,6 +48,7 @@ def run(args) -> int:
         stopping["flag"] = True  # first Ctrl-C ends the answer cleanly; a second one aborts
 
     try:
+        docs = load_documents(args.attach)  # before the model: a bad file fails in a moment
         loaded = loader.load(args.model)
         session = ChatSession(loaded, kv_mode=args.kv, context_limit=args.context)
         params = GenParams(
@@ -50,11 +56,16 @@ def run(args) -> int:
             min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
         )
         prompt = args.prompt
+        plan = attach(args, session, docs) if docs else None
+        if plan:
+            prompt = plan.message
         messages = build_messages(args, prompt)
         old = signal.signal(signal.SIGINT, on_sigint)
         pieces = []
+        progress = _progress if plan and not args.json and sys.stderr.isatty() else None
         try:
-            for piece in session.generate(messages, params, should_stop=lambda: stopping["flag"]):
+            for piece in session.generate(messages, params, on_progress=progress,
+                                          should_stop=lambda: stopping["flag"]):
                 pieces.append(piece)
                 if not args.json:
                     sys.stdout.write(piece)
@@ -67,11 +78,46 @@ def run(args) -> int:
         return 1
     stats = session.stats.to_dict()
     if args.json:
-        print(json.dumps({"text": "".join(pieces), "model": loaded.model_id, **stats}))
+        documents = [d.to_dict() for d in plan.docs] if plan else []
+        print(json.dumps({"text": "".join(pieces), "model": loaded.model_id, **stats, "documents": documents}))
     else:
         print()
         print(format_stats(stats), file=sys.stderr)
     return 0
+
+
+def load_documents(paths) -> list:
+    if not paths:
+        return []
+    from app import documents
+
+    return [documents.load(p) for p in paths]
+
+
+def attach(args, session, docs):
+    """Plan the documents into the question; each one's pages and tokens go to stderr first."""
+    from app import documents
+
+    used = len(session.encode(build_messages(args, args.prompt)))
+    budget = documents.Budget.from_session(session)
+    plan = documents.plan(docs, budget, args.prompt, used, reserve=args.max_tokens, whole=args.whole)
+    if plan.sent_tokens > 8192:  # worth a second to know whether the wait will be long
+        budget.prefill_tps = documents.measure_prefill_tps(session.loaded, session.kv_mode)
+        plan = documents.plan(docs, budget, args.prompt, used, reserve=args.max_tokens, whole=args.whole)
+    for d in plan.docs:
+        how = "whole" if d.mode == "full" else f"passages only: {len(d.passages)}"
+        print(f"{d.name}: {d.size}, {d.tokens:,} tokens ({how})", file=sys.stderr)
+    if not plan.fits:
+        hint = f" Run with --context {plan.larger_context}." if plan.larger_context else ""
+        print(f"folio: {plan.reason}{hint} Falling back to passages (--whole refuses instead).", file=sys.stderr)
+    for w in plan.warnings:
+        print(f"folio: {w}", file=sys.stderr)
+    return plan
+
+
+def _progress(done: int, total: int):
+    end = "\n" if done >= total - 1 else ""
+    print(f"\rreading: {done:,}/{total:,} tokens ({100 * done // max(total, 1)}%)", end=end, file=sys.stderr, flush=True)
 
 
 def format_stats(s: dict) -> str:

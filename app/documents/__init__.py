@@ -1,0 +1,22 @@
+"""Documents in the chat: read PDFs and text files, plan how they fit, build the message.
+
+The API the UI and `folio ask` use (no Qt, no MLX arrays; call on the worker thread):
+    doc = documents.load(path, on_progress=None, should_stop=None)     -> Document (or a DocumentError)
+    budget = documents.Budget.from_session(session, prefill_tps=None)
+    p = documents.plan([doc, ...], budget, question, used_tokens, whole=False)  -> Plan
+    p.docs[i].chip(), p.fits, p.reason, p.warnings, p.message (the text to send)
+See docs/documents.md.
+"""
+
+from app.documents.errors import (
+    CorruptPDF, DocumentError, DocumentTooLarge, DocumentTooLong, EmptyDocument, EncryptedPDF, ImageOnlyPDF,
+    UnsupportedDocument,
+)
+from app.documents.extract import Document, load
+from app.documents.plan import ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, measure_prefill_tps, plan
+
+__all__ = [
+    "ANSWER_RESERVE", "LONG_PREFILL_S", "Budget", "CorruptPDF", "DocFit", "Document", "DocumentError",
+    "DocumentTooLarge", "DocumentTooLong", "EmptyDocument", "EncryptedPDF", "ImageOnlyPDF", "Plan",
+    "UnsupportedDocument", "load", "measure_prefill_tps", "plan",
+]
