@@ -1,0 +1,74 @@
+"""`folio models ...` end to end against the local Hub: search, pull, list, rm, import, errors."""
+
+import json
+
+import pytest
+from hub_server import HubServer, point_hub_at
+
+from app import cli
+
+REPO = "mlx-community/tiny-llama-4bit"
+
+
+@pytest.fixture
+def hub(monkeypatch, model_dir):
+    with HubServer({REPO: model_dir("llama"), "someone/tiny-gemma": model_dir("gemma3_text")}) as server:
+        point_hub_at(monkeypatch, server)
+        yield server
+
+
+def folio(capsys, *argv):
+    rc = cli.main(["models", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_search_pull_list_rm(hub, capsys):
+    rc, out, _ = folio(capsys, "search", "tiny", "--json")
+    assert rc == 0 and {r["repo_id"] for r in json.loads(out)} == {REPO, "someone/tiny-gemma"}
+    assert json.loads(out)[0]["quantization"] == "4-bit"
+    rc, out, _ = folio(capsys, "search", "llama")
+    assert rc == 0 and REPO in out and "gemma" not in out
+
+    rc, out, err = folio(capsys, "pull", REPO)
+    assert rc == 0 and f"Installed {REPO}" in out and "100%" in err
+
+    rc, out, _ = folio(capsys, "list", "--json", "--context", "1024")
+    [m] = json.loads(out)["installed"]
+    assert m["name"] == REPO and m["problem"] == ""
+    assert [x["mode"] for x in m["fit"]["modes"]] == ["fp16", "int4", "auto"] and m["fit"]["context"] == 1024
+    rc, out, _ = folio(capsys, "list")
+    assert REPO in out and "fits" in out
+
+    rc, out, _ = folio(capsys, "rm", REPO, "--json")
+    assert rc == 0 and "freed" in json.loads(out)["message"]
+    rc, out, _ = folio(capsys, "list")
+    assert "No models installed" in out
+
+
+def test_errors_are_one_line(hub, capsys, monkeypatch, tmp_path):
+    rc, _, err = folio(capsys, "pull", "mlx-community/missing")
+    assert rc == 1 and err.strip() == "folio: There is no model mlx-community/missing on the Hub (or it is private)."
+    rc, out, _ = folio(capsys, "import", str(tmp_path), "--json")
+    assert rc == 1 and "no config.json" in json.loads(out)["error"]
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    rc, _, err = folio(capsys, "search", "tiny")
+    assert rc == 1 and "offline" in err and "Traceback" not in err
+
+
+def test_search_that_gets_no_answer_times_out(hub, capsys, monkeypatch):
+    from app.hub import net
+
+    hub.stall = True
+    monkeypatch.setattr(net, "READ_TIMEOUT", 0.3)
+    rc, _, err = folio(capsys, "search", "tiny")
+    assert rc == 1 and "did not answer in time" in err
+
+
+def test_catalog_listing(capsys):
+    rc, out, _ = folio(capsys, "list", "--catalog", "--json")
+    entries = json.loads(out)["catalog"]
+    assert rc == 0 and len(entries) >= 6
+    assert all(e["fit"]["modes"][0]["mode"] == "fp16" for e in entries)
