@@ -1,0 +1,1 @@
+"""The desktop app: everything Qt lives here, and nothing here imports mlx."""

@@ -1,0 +1,356 @@
+"""The transcript: a Qt item model of messages and a list view that paints them as markdown.
+
+The model holds plain data; the delegate turns each message into a QTextDocument once per
+change and width and caches it, so streaming re-lays out only the message that grew.
+"""
+
+import html
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPainterPath, QPalette, QTextDocument
+from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyledItemDelegate
+
+from app.ui import markdown
+
+STATE_LABELS = {
+    "generating": "Generating…",
+    "waiting": "Waiting for the model…",
+    "stopped": "Stopped",
+    "interrupted": "Interrupted: the app closed before this answer finished",
+    "failed": "Failed",
+}
+
+
+@dataclass
+class Entry:
+    """One message as the view sees it; `revision` changes whenever its look does."""
+
+    id: int
+    role: str
+    content: str
+    state: str = "complete"
+    stats: dict = field(default_factory=dict)
+    attachments: list = field(default_factory=list)
+    progress: tuple | None = None  # (done, total) while prefilling
+    revision: int = 0
+
+
+def entry_from_message(m) -> Entry:
+    return Entry(m.id, m.role, m.content, m.state, dict(m.stats or {}), list(getattr(m, "attachments", []) or []))
+
+
+class TranscriptModel(QAbstractListModel):
+    EntryRole = Qt.UserRole + 1
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.entries: list[Entry] = []
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.entries)
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        e = self.entries[index.row()]
+        if role == self.EntryRole:
+            return e
+        if role in (Qt.DisplayRole, Qt.AccessibleTextRole):
+            return f"{'You' if e.role == 'user' else 'Assistant'}: {e.content}"
+        return None
+
+    def set_entries(self, entries: list[Entry]):
+        self.beginResetModel()
+        self.entries = list(entries)
+        self.endResetModel()
+
+    def append(self, entry: Entry) -> int:
+        row = len(self.entries)
+        self.beginInsertRows(QModelIndex(), row, row)
+        self.entries.append(entry)
+        self.endInsertRows()
+        return row
+
+    def row_of(self, message_id: int) -> int:
+        for row in range(len(self.entries) - 1, -1, -1):
+            if self.entries[row].id == message_id:
+                return row
+        return -1
+
+    def update(self, message_id: int, *, append: str = "", content: str | None = None, state: str | None = None,
+               stats: dict | None = None, progress=False):
+        """Change one message in place; `progress=None` clears the prefill progress."""
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        e = self.entries[row]
+        if content is not None:
+            e.content = content
+        e.content += append
+        if state is not None:
+            e.state = state
+        if stats is not None:
+            e.stats = dict(stats)
+        if progress is not False:
+            e.progress = progress
+        e.revision += 1
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx, [self.EntryRole])
+
+    def remove_from(self, row: int):
+        if 0 <= row < len(self.entries):
+            self.beginRemoveRows(QModelIndex(), row, len(self.entries) - 1)
+            del self.entries[row:]
+            self.endRemoveRows()
+
+
+def _hex(c: QColor) -> str:
+    return c.name()
+
+
+class MessageDelegate(QStyledItemDelegate):
+    """Paints a message from a cached QTextDocument; links in it are the message's actions."""
+
+    MARGIN_X, MARGIN_Y, PAD = 20, 8, 12
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._docs: dict = {}
+        self._blocks: dict = {}
+        self.model_name = "Assistant"
+
+    # -- documents --------------------------------------------------------
+    def _colors(self, palette: QPalette) -> markdown.Colors:
+        dark = palette.color(QPalette.Window).lightness() < 128
+        return markdown.Colors(
+            text=_hex(palette.color(QPalette.Text)),
+            muted=_hex(palette.color(QPalette.PlaceholderText)),
+            code_bg="#1f1f23" if dark else "#f3f3f6",
+            code_header="#2c2c31" if dark else "#e7e7ec",
+            link=_hex(palette.color(QPalette.Link)),
+        )
+
+    def _html(self, e: Entry, colors: markdown.Colors, last_assistant: bool) -> str:
+        who = "You" if e.role == "user" else html.escape(self.model_name)
+        rendered = markdown.render(e.content, colors) if e.content else markdown.Rendered("")
+        self._blocks[e.id] = rendered.code_blocks
+        body = rendered.html
+        if e.role == "user" and e.attachments:
+            names = ", ".join(html.escape(getattr(a, "file_name", str(a))) for a in e.attachments)
+            body += f'<p style="color: {colors.muted};">📎 {names}</p>'
+        foot = []
+        if e.progress and e.state in ("generating", "waiting"):
+            done, total = e.progress
+            pct = 100 * done / total if total else 0
+            foot.append(f"Reading the prompt: {done:,} / {total:,} tokens ({pct:.0f}%)")
+        elif e.state != "complete":
+            label = STATE_LABELS.get(e.state, e.state)
+            if e.state == "failed" and e.stats.get("error"):
+                label += ": " + html.escape(str(e.stats["error"]))
+            color = "#d70015" if e.state in ("failed", "interrupted") else colors.muted
+            foot.append(f'<span style="color: {color};">{label}</span>')
+        if e.role == "assistant" and e.state == "complete" and e.stats.get("generated_tokens"):
+            s = e.stats
+            foot.append(f"{s['generated_tokens']:,} tokens · {s.get('decode_tps', 0):.1f} tok/s · "
+                        f"first token {s.get('ttft_s', 0):.2f} s")
+        actions = ['<a href="action:copy">Copy</a>']
+        if e.role == "user":
+            actions.append('<a href="action:edit">Edit</a>')
+        elif last_assistant and e.state not in ("generating", "waiting"):
+            actions.append('<a href="action:regenerate">Regenerate</a>')
+        link = f"color: {colors.link}; text-decoration: none;"
+        actions_html = " &nbsp; ".join(a.replace("<a ", f'<a style="{link}" ') for a in actions)
+        foot_html = " · ".join(foot)
+        return (
+            f'<div style="color: {colors.text};">'
+            f'<p style="margin-bottom: 2px;"><b>{who}</b></p>{body}'
+            f'<p style="color: {colors.muted}; font-size: small; margin-top: 4px;">'
+            f'{foot_html}{" &nbsp; " if foot_html else ""}{actions_html}</p></div>'
+        )
+
+    def _is_last_assistant(self, index) -> bool:
+        model = index.model()
+        return index.row() == model.rowCount() - 1 and model.data(index, TranscriptModel.EntryRole).role == "assistant"
+
+    def document(self, index, width: int, palette: QPalette) -> QTextDocument:
+        e: Entry = index.data(TranscriptModel.EntryRole)
+        bubble = self._bubble_width(e, width)
+        last = self._is_last_assistant(index)
+        key = (e.id, e.revision, bubble, palette.color(QPalette.Window).rgb(), last, self.model_name)
+        cached = self._docs.get(e.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        doc = QTextDocument()
+        doc.setDocumentMargin(0)
+        doc.setDefaultFont(self.parent().font() if self.parent() else doc.defaultFont())
+        doc.setHtml(self._html(e, self._colors(palette), last))
+        doc.setTextWidth(bubble - 2 * self.PAD)
+        self._docs[e.id] = (key, doc)
+        return doc
+
+    def code_block(self, message_id: int, i: int) -> str | None:
+        blocks = self._blocks.get(message_id, [])
+        return blocks[i] if 0 <= i < len(blocks) else None
+
+    def forget(self):
+        self._docs.clear()
+        self._blocks.clear()
+
+    def _bubble_width(self, e: Entry, width: int) -> int:
+        usable = max(200, width - 2 * self.MARGIN_X)
+        return min(usable, 760) if e.role == "assistant" else min(int(usable * 0.8), 620)
+
+    def _geometry(self, index, option_rect, palette):
+        """The bubble's rect and its document, inside the row's rect."""
+        e: Entry = index.data(TranscriptModel.EntryRole)
+        width = option_rect.width()
+        doc = self.document(index, width, palette)
+        bw = self._bubble_width(e, width)
+        if e.role == "user":
+            natural = min(bw, int(doc.idealWidth()) + 2 * self.PAD + 2)
+            x = option_rect.right() - self.MARGIN_X - natural
+            bw = natural
+        else:
+            x = option_rect.left() + self.MARGIN_X + max(0, (width - 2 * self.MARGIN_X - bw) // 2)
+        h = doc.size().height() + 2 * self.PAD
+        return QRectF(x, option_rect.top() + self.MARGIN_Y, bw, h), doc
+
+    # -- QStyledItemDelegate ----------------------------------------------
+    def sizeHint(self, option, index):
+        doc = self.document(index, option.rect.width() or 600, option.palette)
+        return QSize(option.rect.width(), int(doc.size().height()) + 2 * self.PAD + 2 * self.MARGIN_Y)
+
+    def paint(self, painter: QPainter, option, index):
+        e: Entry = index.data(TranscriptModel.EntryRole)
+        rect, doc = self._geometry(index, option.rect, option.palette)
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing)
+        if e.role == "user":
+            dark = option.palette.color(QPalette.Window).lightness() < 128
+            path = QPainterPath()
+            path.addRoundedRect(rect, 14, 14)
+            painter.fillPath(path, QColor("#2b3a55" if dark else "#e8f0fe"))
+        doc.setTextWidth(rect.width() - 2 * self.PAD)
+        painter.translate(rect.topLeft() + QPointF(self.PAD, self.PAD))
+        doc.drawContents(painter)
+        painter.restore()
+
+    def anchor_at(self, index, rect, pos) -> str:
+        box, doc = self._geometry(index, rect, self.parent().palette())
+        local = pos - box.topLeft() - QPointF(self.PAD, self.PAD)
+        return doc.documentLayout().anchorAt(local)
+
+
+class ChatView(QListView):
+    """The transcript's view: scrolls by pixel, follows the answer while it streams."""
+
+    editRequested = Signal(int)  # message id
+    regenerateRequested = Signal(int)
+    copied = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("chatView")
+        self.setAccessibleName("Conversation")
+        self.transcript = TranscriptModel(self)
+        self.delegate = MessageDelegate(self)
+        self.setModel(self.transcript)
+        self.setItemDelegate(self.delegate)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
+        self.verticalScrollBar().setSingleStep(24)
+        self.setSelectionMode(QAbstractItemView.NoSelection)
+        self.setResizeMode(QListView.Adjust)
+        self.setFocusPolicy(Qt.NoFocus)
+        self.setMouseTracking(True)
+        self.setFrameShape(QListView.NoFrame)
+        self.setContextMenuPolicy(Qt.DefaultContextMenu)
+        self.placeholder = "Ask anything. Everything stays on this Mac."
+        self.transcript.dataChanged.connect(self._on_changed)
+        self.transcript.rowsInserted.connect(lambda *_: self._follow(force=True))
+        self.transcript.modelReset.connect(self._on_reset)
+
+    def _at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 40
+
+    def _follow(self, force=False):
+        if force or self._at_bottom():
+            self.scrollToBottom()
+
+    def _on_changed(self, top, *_):
+        following = self._at_bottom()
+        # The row's height may have changed: relayout (sizes come from the delegate's cache).
+        self.delegate.sizeHintChanged.emit(top)
+        if following:
+            self.scrollToBottom()
+
+    def _on_reset(self):
+        self.delegate.forget()
+        self.scrollToBottom()
+
+    def set_model_name(self, name: str):
+        self.delegate.model_name = name or "Assistant"
+        self.viewport().update()
+
+    # -- interaction ------------------------------------------------------
+    def _anchor(self, pos):
+        index = self.indexAt(pos)
+        if not index.isValid():
+            return index, ""
+        return index, self.delegate.anchor_at(index, self.visualRect(index), QPointF(pos))
+
+    def mouseMoveEvent(self, event):
+        _, href = self._anchor(event.position().toPoint())
+        self.viewport().setCursor(Qt.PointingHandCursor if href else Qt.ArrowCursor)
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event):
+        index, href = self._anchor(event.position().toPoint())
+        if href and event.button() == Qt.LeftButton:
+            self.activate(index.data(TranscriptModel.EntryRole), href)
+            return
+        super().mouseReleaseEvent(event)
+
+    def activate(self, e: Entry, href: str):
+        if href.startswith("copy-code:"):
+            code = self.delegate.code_block(e.id, int(href.split(":", 1)[1]))
+            if code is not None:
+                self._copy(code)
+        elif href == "action:copy":
+            self._copy(e.content)
+        elif href == "action:edit":
+            self.editRequested.emit(e.id)
+        elif href == "action:regenerate":
+            self.regenerateRequested.emit(e.id)
+
+    def _copy(self, text: str):
+        QGuiApplication.clipboard().setText(text)
+        self.copied.emit(text)
+
+    def contextMenuEvent(self, event):
+        index, href = self._anchor(event.pos())
+        if not index.isValid():
+            return
+        e: Entry = index.data(TranscriptModel.EntryRole)
+        menu = QMenu(self)
+        if href.startswith("copy-code:"):
+            menu.addAction("Copy Code Block", lambda: self.activate(e, href))
+        menu.addAction("Copy Message", lambda: self.activate(e, "action:copy"))
+        if e.role == "user":
+            menu.addAction("Edit and Resubmit…", lambda: self.activate(e, "action:edit"))
+        elif index.row() == self.transcript.rowCount() - 1:
+            menu.addAction("Regenerate", lambda: self.activate(e, "action:regenerate"))
+        menu.exec(event.globalPos())
+
+    def paintEvent(self, event):
+        super().paintEvent(event)
+        if self.transcript.rowCount() == 0 and self.placeholder:
+            p = QPainter(self.viewport())
+            p.setPen(self.palette().color(QPalette.PlaceholderText))
+            font = p.font()
+            font.setPointSizeF(font.pointSizeF() * 1.3)
+            p.setFont(font)
+            p.drawText(self.viewport().rect(), Qt.AlignCenter | Qt.TextWordWrap, self.placeholder)
+            p.end()
+

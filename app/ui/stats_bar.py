@@ -1,0 +1,111 @@
+"""The live stats bar: model, state, speed, first-token time, context, memory, KV cache, backend."""
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+class StatsBar(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("statsBar")
+        self.setAccessibleName("Statistics")
+        self.labels: dict[str, QLabel] = {}
+        box = QHBoxLayout(self)
+        box.setContentsMargins(12, 3, 12, 3)
+        box.setSpacing(14)
+        for key, tip in (
+            ("model", "Model"),
+            ("state", "What the engine is doing"),
+            ("speed", "Decode speed"),
+            ("ttft", "Time to first token"),
+        ):
+            box.addWidget(self._label(key, tip))
+        self.context = QProgressBar()
+        self.context.setObjectName("contextBar")
+        self.context.setAccessibleName("Context used")
+        self.context.setTextVisible(False)
+        self.context.setFixedSize(70, 6)
+        self.context.setRange(0, 1)
+        self.context.setValue(0)
+        box.addWidget(self.context)
+        box.addWidget(self._label("context", "Context used against the limit"))
+        box.addStretch(1)
+        box.addWidget(self._label("message", "Last notice"))
+        self._clear = QTimer(self, singleShot=True, timeout=lambda: self.labels["message"].clear())
+        for key, tip in (
+            ("memory", "Process RSS · MLX active · MLX peak"),
+            ("kv", "KV cache size and compression against fp16"),
+            ("policy", "KV cache policy"),
+            ("backend", "MLX backend"),
+        ):
+            box.addWidget(self._label(key, tip))
+        self.stats: dict = {}
+        self.set_model("")
+        self.set_state("idle")
+
+    def _label(self, key: str, tip: str) -> QLabel:
+        label = QLabel()
+        label.setObjectName(f"stat_{key}")
+        label.setToolTip(tip)
+        label.setAccessibleName(tip)
+        label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.labels[key] = label
+        return label
+
+    def flash(self, text: str, ms: int = 3000):
+        """A passing notice ("Copied"), gone after `ms`."""
+        self.labels["message"].setText(text)
+        self._clear.start(ms)
+
+    def text(self, key: str) -> str:
+        return self.labels[key].text()
+
+    def set_model(self, name: str):
+        self.labels["model"].setText(name or "No model")
+
+    def set_state(self, state: str, done: int = 0, total: int = 0):
+        if state == "prefilling" and total:
+            state = f"prefilling {100 * done / total:.0f}%"
+        self.labels["state"].setText(state)
+
+    def set_backend(self, backend: str):
+        self.labels["backend"].setText(backend)
+
+    def set_live(self, live: dict):
+        """Numbers measured by the worker while it decodes."""
+        if live.get("tps"):
+            self.labels["speed"].setText(f"{live['tps']:.1f} tok/s")
+        if live.get("ttft_s") is not None:
+            self.labels["ttft"].setText(f"TTFT {live['ttft_s']:.2f} s")
+
+    def set_stats(self, s: dict):
+        """A finished turn's TurnStats.to_dict()."""
+        self.stats = dict(s)
+        if s.get("decode_tps"):
+            self.labels["speed"].setText(f"{s['decode_tps']:.1f} tok/s")
+        if s.get("ttft_s"):
+            self.labels["ttft"].setText(f"TTFT {s['ttft_s']:.2f} s")
+        used, limit = int(s.get("context_used", 0)), int(s.get("context_limit", 0))
+        if limit:
+            self.context.setRange(0, limit)
+            self.context.setValue(min(used, limit))
+            self.labels["context"].setText(f"{used:,} / {limit:,}")
+        if s.get("rss_bytes") or s.get("active_memory_bytes"):
+            self.labels["memory"].setText(
+                f"RSS {fmt_bytes(s.get('rss_bytes', 0))} · MLX {fmt_bytes(s.get('active_memory_bytes', 0))}"
+                f" · peak {fmt_bytes(s.get('peak_memory_bytes', 0))}"
+            )
+        if s.get("kv_bytes"):
+            self.labels["kv"].setText(f"KV {fmt_bytes(s['kv_bytes'])} ({s.get('kv_compression', 1.0):.1f}× vs fp16)")
+        if s.get("kv_policy"):
+            bits = s.get("kv_bits_per_element")
+            self.labels["policy"].setText(f"{s['kv_policy']}" + (f" · {bits:g} bit" if bits else ""))
+        if s.get("backend"):
+            self.set_backend(s["backend"])

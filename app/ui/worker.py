@@ -1,0 +1,220 @@
+"""The engine worker: one long-lived QThread that owns every MLX call, behind queued signals.
+
+Like GPT4All's ChatLLM: the UI never touches the model; it queues requests (load, generate,
+forget) and hears back through signals. The engine is imported inside the thread, so the UI
+process imports mlx only there and no MLX array is ever created on the UI thread.
+"""
+
+import itertools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from app import log
+
+logger = log.get("ui.worker")
+
+# Text goes to the UI at most ~30 times a second: each emit re-lays out one message.
+FLUSH_S = 1 / 30
+# Conversations whose KV cache stays in memory; older ones prefill again when reopened.
+MAX_SESSIONS = 4
+
+
+@dataclass
+class Job:
+    """One answer to generate. `params` holds GenParams fields; plain data only."""
+
+    id: int
+    conversation_id: int
+    messages: list
+    params: dict = field(default_factory=dict)
+    kv_mode: str = "auto"
+    context_limit: int = 0
+
+
+class _Worker(QObject):
+    """Lives in the engine thread; its slots run there one at a time, in order."""
+
+    loading = Signal(str)
+    loaded = Signal(dict)
+    loadFailed = Signal(str, str)
+    started = Signal(int)
+    progress = Signal(int, int, int)  # job, tokens prefilled, prompt tokens
+    text = Signal(int, str)  # job, text since the previous emit
+    live = Signal(int, dict)  # job, {"pieces", "tps", "ttft_s"} while decoding
+    finished = Signal(int, str, dict)  # job, whole answer, TurnStats.to_dict()
+    failed = Signal(int, str)  # job, reason for the user
+    notice = Signal(str)
+
+    def __init__(self, cancelled: set, flags: dict):
+        super().__init__()
+        self._cancelled = cancelled
+        self._flags = flags
+        self._model = None
+        self._sessions: OrderedDict = OrderedDict()
+
+    def _stopping(self, job_id: int) -> bool:
+        return self._flags.get("quitting", False) or job_id in self._cancelled
+
+    @Slot(str)
+    def load(self, name: str):
+        from app.engine import loader, memory
+        from app.engine.errors import FolioError
+
+        self.loading.emit(name)
+        # Drop the old model before loading the new one: both may not fit at once.
+        self._sessions.clear()
+        self._model = None
+        try:
+            loaded = loader.load(name)
+        except FolioError as e:
+            self.loadFailed.emit(name, str(e))
+            return
+        except Exception as e:  # the app keeps running whatever the loader raises
+            logger.exception("loading %s failed", name)
+            self.loadFailed.emit(name, f"Could not load {name}: {e}")
+            return
+        self._model = loaded
+        self.loaded.emit({
+            "name": name,
+            "model_id": loaded.model_id,
+            "path": str(loaded.path),
+            "weights_bytes": loaded.weights_bytes,
+            "load_seconds": loaded.load_seconds,
+            "max_context": loaded.shape.max_context,
+            "backend": memory.backend(),
+        })
+
+    @Slot(int)
+    def forget(self, conversation_id: int):
+        self._sessions.pop(conversation_id, None)
+
+    def _kv_mode(self, wanted: str) -> str:
+        from app.engine import kvcache
+        from app.engine.errors import FolioError
+
+        try:
+            kvcache.bytes_per_token(self._model.shape, wanted)
+            return wanted
+        except FolioError:
+            self.notice.emit(f"KV mode {wanted} is not available in this build; using fp16.")
+            return "fp16"
+
+    def _session(self, job: Job):
+        from app.engine.session import ChatSession
+
+        mode = self._kv_mode(job.kv_mode)
+        limit = job.context_limit or None
+        session = self._sessions.pop(job.conversation_id, None)
+        if session is None or session.loaded is not self._model or session.kv_mode != mode or (
+            session.context_limit != min(limit or 1 << 62, self._model.shape.max_context)
+        ):
+            session = ChatSession(self._model, kv_mode=mode, context_limit=limit)
+        self._sessions[job.conversation_id] = session
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session
+
+    @Slot(object)
+    def generate(self, job: Job):
+        from app.engine.errors import Cancelled, FolioError
+        from app.engine.session import GenParams
+
+        pieces: list[str] = []
+        try:
+            if self._stopping(job.id):
+                self.finished.emit(job.id, "", {"finish_reason": "cancelled"})
+                return
+            if self._model is None:
+                self.failed.emit(job.id, "No model is loaded. Choose one in the toolbar (⌘L).")
+                return
+            self.started.emit(job.id)
+            session = self._session(job)
+            params = GenParams(**job.params)
+            pending: list[str] = []
+            t0 = last = time.perf_counter()
+            t_first = None
+            stream = session.generate(
+                job.messages, params,
+                on_progress=lambda done, total: self.progress.emit(job.id, done, total),
+                should_stop=lambda: self._stopping(job.id),
+            )
+            for piece in stream:
+                now = time.perf_counter()
+                if t_first is None:
+                    t_first = now
+                pieces.append(piece)
+                pending.append(piece)
+                if now - last >= FLUSH_S:
+                    last = now
+                    self._flush(job.id, pending, len(pieces), t0, t_first, now)
+            if pending:
+                self._flush(job.id, pending, len(pieces), t0, t_first, time.perf_counter())
+            self.finished.emit(job.id, "".join(pieces), session.stats.to_dict())
+        except Cancelled:
+            self.finished.emit(job.id, "".join(pieces), {"finish_reason": "cancelled"})
+        except FolioError as e:
+            self.failed.emit(job.id, str(e))
+        except Exception as e:
+            logger.exception("generation failed")
+            self.failed.emit(job.id, f"Generation failed: {e}")
+        finally:
+            self._cancelled.discard(job.id)
+
+    def _flush(self, job_id, pending, n, t0, t_first, now):
+        self.text.emit(job_id, "".join(pending))
+        pending.clear()
+        tps = (n - 1) / (now - t_first) if n > 1 and now > t_first else 0.0
+        self.live.emit(job_id, {"pieces": n, "tps": tps, "ttft_s": t_first - t0})
+
+
+class Engine(QObject):
+    """The UI's handle on the worker thread. Every method returns at once."""
+
+    _load = Signal(str)
+    _generate = Signal(object)
+    _forget = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._cancelled: set[int] = set()
+        self._flags: dict = {}
+        self.thread = QThread()
+        self.thread.setObjectName("folio-engine")
+        self.worker = _Worker(self._cancelled, self._flags)
+        self.worker.moveToThread(self.thread)
+        # The worker lives in the engine thread, so these connections are queued.
+        self._load.connect(self.worker.load)
+        self._generate.connect(self.worker.generate)
+        self._forget.connect(self.worker.forget)
+        self.thread.start()
+
+    def load(self, name: str):
+        self._load.emit(name)
+
+    def generate(self, conversation_id: int, messages: list, params: dict | None = None,
+                 kv_mode: str = "auto", context_limit: int = 0) -> int:
+        job = Job(next(self._ids), conversation_id, list(messages), dict(params or {}), kv_mode, context_limit)
+        self._generate.emit(job)
+        return job.id
+
+    def stop(self, job_id: int):
+        """Checked by the worker before every token; a queued job that is stopped never starts."""
+        self._cancelled.add(job_id)
+
+    def forget(self, conversation_id: int):
+        self._forget.emit(conversation_id)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Stop whatever runs, end the thread and wait for it; True when it ended in time."""
+        if not self.thread.isRunning():
+            return True
+        self._flags["quitting"] = True
+        self.thread.quit()
+        done = self.thread.wait(timeout_ms)
+        if not done:
+            logger.warning("engine thread did not stop within %d ms", timeout_ms)
+        return done
