@@ -327,3 +327,23 @@ def test_a_crashing_check_is_reported_not_raised():
 
     [result] = selftest.run_checks([("backend", boom)])
     assert not result.ok and result.detail == "RuntimeError: the GPU caught fire"
+
+
+def _fake_reference(monkeypatch, reference):
+    monkeypatch.setitem(sys.modules, "app.engine.kernels", types.SimpleNamespace(available=lambda: None))
+    monkeypatch.setitem(sys.modules, "app.engine.attention", types.SimpleNamespace(reference_decode_attention=reference))
+
+
+def test_without_a_kernel_the_reference_is_checked(monkeypatch):
+    _fake_reference(monkeypatch, selftest.dequantized_attention)
+    detail = selftest.check_attention()
+    assert detail.startswith("no GPU kernel on this backend; reference matches dequantized attention")
+
+
+def test_a_wrong_reference_fails(monkeypatch):
+    def ignores_the_window(q, k, v, *, window=None, **kw):
+        return selftest.dequantized_attention(q, k, v, **kw)
+
+    _fake_reference(monkeypatch, ignores_the_window)
+    with pytest.raises(selftest.CheckFailed, match="window 128"):
+        selftest.check_attention()
