@@ -7,6 +7,7 @@ BENCHES = {
     "quality": "KV-cache quality per mode: top-1 agreement, KL, perplexity",
     "attention": "one decode step of attention over a compressed cache",
     "reopen": "time to first token reopening a long conversation: cold vs saved cache",
+    "documents": "PDF extraction pages/s and the time to ingest a long PDF (extract, count, plan)",
 }
 
 
