@@ -29,10 +29,10 @@ ARCH = "arm64"  # MLX's Metal backend exists only on Apple silicon
 # or shipping native libraries and data beside their code: copied whole, never zipped.
 PACKAGES = [
     "app", "mlx", "mlx_lm", "transformers", "tokenizers", "huggingface_hub", "safetensors",
-    "jinja2", "pypdfium2", "pypdfium2_raw", "psutil", "platformdirs",
+    "jinja2", "pypdfium2", "pypdfium2_raw", "psutil", "platformdirs", "charset_normalizer", "markdown_it",
 ]
 EXCLUDES = [
-    "tkinter", "_tkinter", "Tkinter", "tests", "pytest", "_pytest", "pytestqt", "fpdf",
+    "tkinter", "_tkinter", "Tkinter", "tests", "pytest", "_pytest", "pytestqt",
     "torch", "tensorflow", "jax", "IPython", "matplotlib",
 ]
 # Frameworks py2app would otherwise pull in through Python's _tkinter.
