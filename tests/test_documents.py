@@ -7,7 +7,7 @@ import pytest
 from pdf_factory import book_pages, make_book, make_corrupt, make_encrypted, make_image_only, make_pdf
 
 from app import documents
-from app.documents import passages, prompt
+from app.documents import fit, passages, prompt
 from app.engine import kvcache
 from app.engine.errors import Cancelled, FolioError
 from app.engine.loader import ModelShape
@@ -254,3 +254,17 @@ def test_small_documents_stay_whole_beside_a_big_one_in_passages(tmp_path):
     p = documents.plan([big, small], budget(context=2500), "lighthouse keepers")
     assert [d.mode for d in p.docs] == ["passages", "full"]
     assert prompt.full(small) in p.message and p.message.index("big.pdf") < p.message.index("small.md")
+
+
+def test_chips_carry_display_text_for_the_ui(book):
+    small = documents.Document("small.md", "text", ["A short note about lighthouses."], "", 0)
+    p = documents.plan([small], budget(prefill_tps=1000.0), "q")
+    chip = p.chips()[0]
+    assert chip["whole"] and chip["name"] == "small.md" and chip["warning"] == ""
+    assert chip["summary"].startswith("1 line · ") and "fits (" in chip["summary"]
+    assert chip["memory"] == f"KV {fit.fmt(p.docs[0].kv_bytes_fp16)} in fp16"
+
+    p = documents.plan([documents.load(book)], budget(context=8192, prefill_tps=100.0), "lighthouse keepers")
+    chip = p.chips()[0]
+    assert not chip["whole"] and "does not fit" in chip["summary"] and "passages only" in chip["summary"]
+    assert "Reading this will take about" in chip["warning"] and p.reason in chip["detail"]

@@ -13,7 +13,7 @@ from app.documents.errors import (
     UnsupportedDocument,
 )
 from app.documents.extract import Document, load
-from app.documents.plan import ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, measure_prefill_tps, plan
+from app.documents.fit import ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, measure_prefill_tps, plan
 
 __all__ = [
     "ANSWER_RESERVE", "LONG_PREFILL_S", "Budget", "CorruptPDF", "DocFit", "Document", "DocumentError",

@@ -153,6 +153,26 @@ class Plan:
             return f"{len(self.docs)} document(s), {self.tokens:,} tokens, fit whole ({self.room:,} tokens of room)."
         return self.reason
 
+    def chips(self) -> list[dict]:
+        """One plain dict per document for the UI's chips: every field is display text or a flag."""
+        out = []
+        for d in self.docs:
+            if d.mode == "full":
+                fit = f"fits ({self.room - self.tokens:,} tokens left)" if self.fits else "whole"
+            else:
+                fit = f"does not fit ({self.room:,} tokens of room): {len(d.passages)} passages only"
+            memory = f"KV {fmt(d.kv_bytes_fp16)} in fp16"
+            if d.kv_mode != "fp16":
+                mode = fmt(d.kv_bytes) if d.kv_bytes is not None else "not available"
+                memory = f"KV {mode} in {d.kv_mode} · {fmt(d.kv_bytes_fp16)} in fp16"
+            warning = next((w for w in self.warnings if w.startswith("Reading this")), "") if self.long_prefill else ""
+            detail = [d.chip(), *d.notices] + ([self.reason] if d.mode != "full" else []) + ([warning] if warning else [])
+            out.append({
+                "name": d.name, "summary": f"{d.size} · {d.tokens:,} tokens · {fit}", "memory": memory,
+                "whole": d.mode == "full", "warning": warning, "detail": "\n".join(detail),
+            })
+        return out
+
 
 def fmt(n: float | None) -> str:
     if n is None:
