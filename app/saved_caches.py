@@ -54,12 +54,17 @@ class SavedCaches:
     def __init__(self, folder=None, limit_gb: float | None = None):
         self.folder = Path(folder) if folder else paths.kv_cache_dir()
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._limit_gb = limit_gb  # None: follow the setting, read again at each save
+        self.entries = self._read_index()
+
+    @property
+    def limit_bytes(self) -> int:
+        limit_gb = self._limit_gb
         if limit_gb is None:
             from app.settings import Settings
 
             limit_gb = Settings().saved_cache_limit_gb
-        self.limit_bytes = int(limit_gb * GB)
-        self.entries = self._read_index()
+        return int(limit_gb * GB)
 
     # -- paths ------------------------------------------------------------
     def cache_path(self, conv_id) -> Path:
@@ -75,7 +80,8 @@ class SavedCaches:
         Written beside the old files and renamed over them, so a failure (a full disk) leaves the
         previous saved cache, which is still a valid prefix of the conversation, in place.
         """
-        if self.limit_bytes <= 0 or not caches or not tokens:
+        limit = self.limit_bytes
+        if limit <= 0 or not caches or not tokens:
             return False
         if caches[0].offset != len(tokens):
             raise SavedCacheError(f"Cache holds {caches[0].offset} tokens but {len(tokens)} token ids were given.")
@@ -88,9 +94,9 @@ class SavedCaches:
                 ids.byteswap()
             _write_synced(tmp_tokens, ids.tobytes())
             size = _size(tmp_cache) + _size(tmp_tokens)
-            if size > self.limit_bytes:
+            if size > limit:
                 logger.info("cache of conversation %s (%d bytes) is over the %d-byte limit; not kept",
-                            conv_id, size, self.limit_bytes)
+                            conv_id, size, limit)
                 _remove(tmp_cache, tmp_tokens)
                 return False
             os.replace(tmp_cache, self.cache_path(conv_id))
@@ -164,8 +170,9 @@ class SavedCaches:
         return sum(e.bytes for e in self.entries.values())
 
     def _evict(self, keep: int):
+        limit = self.limit_bytes
         for e in sorted(self.entries.values(), key=lambda e: e.last_used):
-            if self.total_bytes() <= self.limit_bytes:
+            if self.total_bytes() <= limit:
                 break
             if e.conversation_id != keep:
                 logger.info("evicting saved cache of conversation %s (%d bytes, least recently used)",

@@ -92,9 +92,10 @@ def test_least_recently_used_is_evicted_over_the_cap(loaded):
 def test_limit_comes_from_settings():
     from app.settings import Settings
 
+    saved = SavedCaches()
+    assert saved.folder == paths.kv_cache_dir()
     Settings().set("saved_cache_limit_gb", 3.0)
-    assert SavedCaches().limit_bytes == 3 * 1024**3
-    assert SavedCaches().folder == paths.kv_cache_dir()
+    assert saved.limit_bytes == 3 * 1024**3  # a change in Settings applies without a restart
 
 
 def test_damaged_files_are_ignored_and_discarded(loaded):
@@ -154,3 +155,27 @@ def test_bench_reopen_reports_cold_and_saved_ttft(model_dir, capsys):
     assert out["context"] >= 600 and out["saved_prefilled_tokens"] < 60
     assert out["cold_prefilled_tokens"] >= 600
     assert out["saved_cache_bytes"] > 0
+
+
+def test_the_app_worker_saves_after_a_turn_and_restores_on_reopen(model_dir, qtbot):
+    from app.ui.worker import Engine
+
+    def turn(messages):
+        engine = Engine()
+        done = []
+        engine.worker.finished.connect(lambda job, text, stats: done.append((text, stats)))
+        try:
+            engine.load(str(model_dir("llama")))
+            engine.generate(5, messages, {"max_tokens": 8, "temperature": 0.0}, kv_mode="fp16")
+            qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+        finally:
+            engine.shutdown()
+        return done[0]
+
+    first = [{"role": "user", "content": "Folio keeps the KV cache in int4. " * 6}]
+    text, stats = turn(first)
+    assert stats["cached_tokens"] == 0
+    assert SavedCaches(limit_gb=1).entries[5].tokens > 0
+    # A new engine, as after quitting and reopening the app: the conversation's cache comes from disk.
+    _, stats = turn(first + [{"role": "assistant", "content": text}, {"role": "user", "content": "More?"}])
+    assert stats["cached_tokens"] > stats["prompt_tokens"] // 2

@@ -54,6 +54,7 @@ class _Worker(QObject):
         self._flags = flags
         self._model = None
         self._sessions: OrderedDict = OrderedDict()
+        self._saved = None  # app.saved_caches.SavedCaches, made in this thread on first use
 
     def _stopping(self, job_id: int) -> bool:
         return self._flags.get("quitting", False) or job_id in self._cancelled
@@ -112,6 +113,7 @@ class _Worker(QObject):
             session.context_limit != min(limit or 1 << 62, self._model.shape.max_context)
         ):
             session = ChatSession(self._model, kv_mode=mode, context_limit=limit)
+            self._restore_saved(session, job.conversation_id)
         self._sessions[job.conversation_id] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -153,6 +155,7 @@ class _Worker(QObject):
             if pending:
                 self._flush(job.id, pending, len(pieces), t0, t_first, time.perf_counter())
             self.finished.emit(job.id, "".join(pieces), session.stats.to_dict())
+            self._save_cache(session, job.conversation_id)
         except Cancelled:
             self.finished.emit(job.id, "".join(pieces), {"finish_reason": "cancelled"})
         except FolioError as e:
@@ -162,6 +165,33 @@ class _Worker(QObject):
             self.failed.emit(job.id, f"Generation failed: {e}")
         finally:
             self._cancelled.discard(job.id)
+
+    def _saved_caches(self):
+        from app.saved_caches import SavedCaches
+
+        if self._saved is None:
+            self._saved = SavedCaches()
+        return self._saved
+
+    def _restore_saved(self, session, conversation_id: int):
+        """A reopened conversation starts from its cache on disk, when one fits this model and KV mode."""
+        try:
+            n = self._saved_caches().restore(session, conversation_id)
+        except Exception:  # a saved cache is only a shortcut: without it the turn prefills
+            logger.exception("restoring the saved cache of conversation %s failed", conversation_id)
+            return
+        if n:
+            logger.info("conversation %s: %d tokens restored from its saved cache", conversation_id, n)
+
+    def _save_cache(self, session, conversation_id: int):
+        from app.engine.errors import FolioError
+
+        try:
+            self._saved_caches().save_session(session, conversation_id)
+        except FolioError as e:
+            self.notice.emit(str(e))
+        except Exception:
+            logger.exception("saving the cache of conversation %s failed", conversation_id)
 
     def _flush(self, job_id, pending, n, t0, t_first, now):
         self.text.emit(job_id, "".join(pending))
