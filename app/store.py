@@ -95,6 +95,23 @@ MIGRATIONS = [
         INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
     END;
     """,
+    # 2: conversation titles are searchable too.
+    """
+    CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, content='conversations', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild');
+    CREATE TRIGGER conversations_ai AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    CREATE TRIGGER conversations_ad AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+    END;
+    CREATE TRIGGER conversations_au AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -404,19 +421,34 @@ class Store:
 
     # -- search -----------------------------------------------------------
     def search(self, query) -> list[SearchHit]:
-        """Messages matching every word of `query` (the last word as a prefix), best first."""
+        """Messages matching every word of `query`, best first, after conversations found by title only.
+
+        The last word counts as a prefix (as-you-type). A title hit points at the conversation's
+        first message (0 when it has none) and its snippet is the highlighted title.
+        """
         match = fts_query(query)
         if not match:
             return []
-        rows = self._query(
+        titles = self._query(
+            "SELECT c.id, COALESCE((SELECT MIN(id) FROM messages WHERE conversation_id = c.id), 0), c.title, "
+            f"highlight(conversations_fts, 0, '{_HL_OPEN}', '{_HL_CLOSE}') "
+            "FROM conversations_fts JOIN conversations c ON c.id = conversations_fts.rowid "
+            "WHERE conversations_fts MATCH ? ORDER BY bm25(conversations_fts), c.updated DESC LIMIT 50",
+            (match,),
+        )
+        messages = self._query(
             "SELECT m.conversation_id, m.id, c.title, "
-            f"snippet(messages_fts, 0, '{_HL_OPEN}', '{_HL_CLOSE}', '…', 16) AS snip "
+            f"snippet(messages_fts, 0, '{_HL_OPEN}', '{_HL_CLOSE}', '…', 16) "
             "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
             "JOIN conversations c ON c.id = m.conversation_id "
             "WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), c.updated DESC LIMIT 200",
             (match,),
         )
-        return [SearchHit(r[0], r[1], r[2], _highlight(r[3])) for r in rows]
+        # A title hit only adds a conversation its messages did not already bring (auto titles
+        # repeat the first message).
+        found = {r[0] for r in messages}
+        titles = [r for r in titles if r[0] not in found]
+        return [SearchHit(r[0], r[1], r[2], _highlight(r[3])) for r in [*titles, *messages]]
 
     # -- attachments ------------------------------------------------------
     def add_attachment(self, conv_id, file_name, sha256, pages, text, token_count) -> int:

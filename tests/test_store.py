@@ -131,7 +131,7 @@ def test_delete_messages_from(store):
     store.delete_messages_from(c, ids[2])
     assert [m.content for m in store.messages(c)] == ["a", "b"]
     assert [m.id for m in store.messages(other)] == [keep]
-    assert store.search("c") == []
+    assert [h for h in store.search("c") if h.message_id in ids] == []
 
 
 def test_search_highlights_and_escapes(store):
@@ -149,6 +149,38 @@ def test_search_highlights_and_escapes(store):
     for q in ['"unbalanced', "AND OR NOT", "col:umn", "a*b (c", "NEAR(x y)"]:
         store.search(q)
     assert fts_query('say "hi" -x') == '"say" "hi" "x"*'
+
+
+def test_search_finds_titles_first(store):
+    c = store.create_conversation()
+    first = store.add_message(c, "user", "hello there")
+    store.rename_conversation(c, "Quarterly <budget> review")
+    hits = store.search("budget")
+    assert [(h.conversation_id, h.message_id) for h in hits] == [(c, first)]
+    assert hits[0].snippet == "Quarterly &lt;<b>budget</b>&gt; review"
+    m = store.add_message(c, "assistant", "the budget is fine")
+    # Its messages already bring the conversation: no second row for the title.
+    assert [(h.message_id, h.snippet) for h in store.search("budget")] == [(m, "the <b>budget</b> is fine")]
+    store.rename_conversation(c, "Something else")
+    assert len(store.search("quarterly")) == 0
+    empty = store.create_conversation("Unused draft")
+    assert [(h.conversation_id, h.message_id) for h in store.search("draft")] == [(empty, 0)]
+
+
+def test_forward_migration_keeps_data(monkeypatch):
+    import app.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    with Store() as old:
+        c = old.create_conversation("Old title words")
+        old.add_message(c, "user", "old message")
+        assert raw(old, "PRAGMA user_version")[0][0] == 1
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(store_mod.MIGRATIONS))
+    with Store() as new:
+        assert new.notice is None
+        assert raw(new, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+        assert [m.content for m in new.messages(c)] == ["old message"]
+        assert [h.conversation_id for h in new.search("title words")] == [c]  # indexed by the migration
 
 
 def test_search_follows_edits_and_deletes(store):
