@@ -5,6 +5,7 @@ The API the UI and `folio ask` use (no Qt, no MLX arrays; call on the worker thr
     budget = documents.Budget.from_session(session, prefill_tps=None)
     p = documents.plan([doc, ...], budget, question, used_tokens, whole=False)  -> Plan
     p.docs[i].chip(), p.fits, p.reason, p.warnings, p.message (the text to send)
+    documents.inspect(paths, loaded, messages, ...)  -> one chip dict per path (the composer's chips)
 See docs/documents.md.
 """
 
@@ -12,11 +13,12 @@ from app.documents.errors import (
     CorruptPDF, DocumentError, DocumentTooLarge, DocumentTooLong, EmptyDocument, EncryptedPDF, ImageOnlyPDF,
     UnsupportedDocument,
 )
+from app.documents.chips import inspect
 from app.documents.extract import Document, load
 from app.documents.fit import ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, measure_prefill_tps, plan
 
 __all__ = [
     "ANSWER_RESERVE", "LONG_PREFILL_S", "Budget", "CorruptPDF", "DocFit", "Document", "DocumentError",
     "DocumentTooLarge", "DocumentTooLong", "EmptyDocument", "EncryptedPDF", "ImageOnlyPDF", "Plan",
-    "UnsupportedDocument", "load", "measure_prefill_tps", "plan",
+    "UnsupportedDocument", "inspect", "load", "measure_prefill_tps", "plan",
 ]

@@ -158,7 +158,7 @@ class Plan:
         out = []
         for d in self.docs:
             if d.mode == "full":
-                fit = f"fits ({self.room - self.tokens:,} tokens left)" if self.fits else "whole"
+                fit = f"fits ({self.room - self.tokens:,} tokens left)" if self.fits else "goes in whole"
             else:
                 fit = f"does not fit ({self.room:,} tokens of room): {len(d.passages)} passages only"
             memory = f"KV {fmt(d.kv_bytes_fp16)} in fp16"

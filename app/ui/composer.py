@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
+from app.ui.document_chip import DocumentChip
+
 DOCUMENT_FILTER = "Documents (*.pdf *.txt *.md *.markdown *.rst *.py *.js *.ts *.json *.csv *.html *.c *.cpp *.h *.rs *.go *.java *.swift);;All files (*)"
 
 
@@ -45,6 +47,7 @@ class Composer(QFrame):
         self.setObjectName("composer")
         self.setAcceptDrops(True)
         self.attachments: list[Path] = []
+        self.chip_widgets: dict[Path, DocumentChip] = {}
         self._busy = False
 
         self.banner = QLabel()
@@ -177,18 +180,27 @@ class Composer(QFrame):
             self.attachmentsChanged.emit([])
 
     def _rebuild_chips(self):
+        # Chips of files still attached are kept: they hold what the engine thread reported.
         while self.chips.count():
-            item = self.chips.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
+            self.chips.takeAt(0)
+        for path in [p for p in self.chip_widgets if p not in self.attachments]:
+            self.chip_widgets.pop(path).deleteLater()
         for path in self.attachments:
-            chip = QToolButton(text=f"{path.name}  ✕")
-            chip.setObjectName("chip")
-            chip.setToolTip(f"{path}\nClick to remove")
-            chip.setAccessibleName(f"Remove attachment {path.name}")
-            chip.clicked.connect(lambda _=False, p=path: self.remove_file(p))
-            self.chips.addWidget(chip)
+            if path not in self.chip_widgets:
+                self.chip_widgets[path] = DocumentChip(path)
+                self.chip_widgets[path].removeRequested.connect(self.remove_file)
+            self.chips.addWidget(self.chip_widgets[path])
         self.chips.addStretch(1)
+
+    def show_reading(self, path: str, done: int, total: int):
+        if Path(path) in self.chip_widgets:
+            self.chip_widgets[Path(path)].set_reading(done, total)
+
+    def show_documents(self, infos: list):
+        """One dict per attached path from `app.documents.inspect`: pages, tokens, fit, memory, or the error."""
+        for info in infos:
+            if Path(info["path"]) in self.chip_widgets:
+                self.chip_widgets[Path(info["path"])].set_info(info)
 
     def dragEnterEvent(self, event):
         if any(u.isLocalFile() for u in event.mimeData().urls()):

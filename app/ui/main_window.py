@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         self.sidebar.deleteRequested.connect(self.delete_conversation)
         self.composer.sendRequested.connect(self.send)
         self.composer.stopRequested.connect(self.stop)
+        self.composer.attachmentsChanged.connect(self._inspect_documents)
         self.chat.editRequested.connect(self.edit_message)
         self.chat.regenerateRequested.connect(self.regenerate)
         self.chat.copied.connect(lambda _: self.stats.flash("Copied", 1500))
@@ -231,6 +232,8 @@ class MainWindow(QMainWindow):
         w.failed.connect(self._on_failed)
         # Bound methods, not lambdas: a lambda would run in the worker's thread.
         w.notice.connect(self._on_notice)
+        w.documentProgress.connect(self.composer.show_reading)
+        w.documentsInspected.connect(self.composer.show_documents)
 
     # -- models -----------------------------------------------------------
     def refresh_models(self):
@@ -426,6 +429,15 @@ class MainWindow(QMainWindow):
         self.open_conversation(conv_id)
         self.sidebar.refresh()
         self.start_answer(conv_id)
+
+    def _inspect_documents(self, paths: list):
+        """Ask the engine thread what each attached document costs in this conversation."""
+        if not paths:
+            return
+        conv = self.store.get_conversation(self.conversation_id) if self.conversation_id is not None else None
+        values = effective(self.settings, conv.settings if conv else None)
+        messages = self._prompt(conv.id, values) if conv else []
+        self.engine.inspect_documents(paths, messages, values["kv_mode"], values["context_length"])
 
     def _prompt(self, conv_id: int, values: dict) -> list[dict]:
         messages = []

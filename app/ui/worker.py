@@ -47,6 +47,8 @@ class _Worker(QObject):
     finished = Signal(int, str, dict)  # job, whole answer, TurnStats.to_dict()
     failed = Signal(int, str)  # job, reason for the user
     notice = Signal(str)
+    documentProgress = Signal(str, int, int)  # path, pages read, pages
+    documentsInspected = Signal(list)  # one dict per attached path, from app.documents.inspect
 
     def __init__(self, cancelled: set, flags: dict):
         super().__init__()
@@ -54,6 +56,8 @@ class _Worker(QObject):
         self._flags = flags
         self._model = None
         self._sessions: OrderedDict = OrderedDict()
+        self._documents: dict = {}  # path -> Document, so re-planning does not re-read files
+        self._prefill_tps: dict = {}  # (model, KV mode) -> measured tokens/s
         self._saved = None  # app.saved_caches.SavedCaches, made in this thread on first use
 
     def _stopping(self, job_id: int) -> bool:
@@ -193,6 +197,28 @@ class _Worker(QObject):
         except Exception:
             logger.exception("saving the cache of conversation %s failed", conversation_id)
 
+    @Slot(object)
+    def inspect_documents(self, request: dict):
+        """Chips for the composer: read the files, count tokens, plan the fit against this conversation."""
+        from app import documents
+
+        try:
+            # The mode generation will use, found without _kv_mode's notice on every attach.
+            mode = request["kv_mode"] if self._model and documents.Budget(
+                len, 0, 0, self._model.shape, 0, request["kv_mode"]).kv_bytes(1) is not None else "fp16"
+            key = (id(self._model), mode)
+            if self._model is not None and key not in self._prefill_tps:
+                self._prefill_tps[key] = documents.measure_prefill_tps(self._model, mode)
+            infos = documents.inspect(
+                request["paths"], self._model, request["messages"], mode, request["context_limit"] or None,
+                self._prefill_tps.get(key, 0.0), on_progress=lambda p, d, t: self.documentProgress.emit(str(p), d, t),
+                cache=self._documents,
+            )
+        except Exception as e:
+            logger.exception("inspecting documents failed")
+            infos = [{"path": p, "error": f"Could not read this document: {e}"} for p in request["paths"]]
+        self.documentsInspected.emit(infos)
+
     def _flush(self, job_id, pending, n, t0, t_first, now):
         self.text.emit(job_id, "".join(pending))
         pending.clear()
@@ -206,6 +232,7 @@ class Engine(QObject):
     _load = Signal(str)
     _generate = Signal(object)
     _forget = Signal(int)
+    _inspect = Signal(object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -220,6 +247,7 @@ class Engine(QObject):
         self._load.connect(self.worker.load)
         self._generate.connect(self.worker.generate)
         self._forget.connect(self.worker.forget)
+        self._inspect.connect(self.worker.inspect_documents)
         self.thread.start()
 
     def load(self, name: str):
@@ -230,6 +258,10 @@ class Engine(QObject):
         job = Job(next(self._ids), conversation_id, list(messages), dict(params or {}), kv_mode, context_limit)
         self._generate.emit(job)
         return job.id
+
+    def inspect_documents(self, paths: list, messages: list, kv_mode: str = "auto", context_limit: int = 0):
+        self._inspect.emit({"paths": list(paths), "messages": list(messages), "kv_mode": kv_mode,
+                            "context_limit": context_limit})
 
     def stop(self, job_id: int):
         """Checked by the worker before every token; a queued job that is stopped never starts."""
