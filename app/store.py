@@ -1,7 +1,7 @@
 """The conversation store: SQLite with conversations, messages, attachments and full-text search.
 
 One file in the app data dir, in WAL mode with foreign keys on. The schema version lives in
-`PRAGMA user_version` and moves forward through MIGRATIONS. A file that is not a database,
+`PRAGMA user_version` and moves forward through app.store_schema.MIGRATIONS. A file that is not a database,
 is damaged, or was written by a newer Folio is moved aside (never overwritten or deleted)
 and a fresh store starts; `Store.notice` then says what happened, in one line.
 """
@@ -13,107 +13,24 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from app import log, paths
+from app import log, paths, store_export, store_schema
 from app.engine.errors import FolioError
+from app.store_export import DEFAULT_TITLE, ROLES, STATES, clean_title
 
 logger = log.get("store")
 
 FILE_NAME = "folio.sqlite3"
-DEFAULT_TITLE = "New chat"
-STATES = ("complete", "generating", "interrupted", "stopped", "failed")
-ROLES = ("system", "user", "assistant")
 STREAM_WRITE_INTERVAL_S = 1.0
 TITLE_CHARS = 60
-EXPORT_FORMAT = "folio-conversation"
-EXPORT_VERSION = 1
 # Control characters that cannot occur in stored text; snippet() wraps matches in them so the
 # text can be HTML-escaped before the markers become <b>..</b>.
 _HL_OPEN, _HL_CLOSE = "\x02", "\x03"
 
-# MIGRATIONS[i] moves a database from version i to i + 1; never edit one that has shipped.
-MIGRATIONS = [
-    """
-    CREATE TABLE conversations (
-        id INTEGER PRIMARY KEY,
-        title TEXT NOT NULL,
-        title_auto INTEGER NOT NULL DEFAULT 1,
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        model_id TEXT NOT NULL DEFAULT '',
-        settings TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX conversations_updated ON conversations(updated);
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        created REAL NOT NULL,
-        state TEXT NOT NULL DEFAULT 'complete',
-        stats TEXT NOT NULL DEFAULT '{}',
-        prompt_tokens INTEGER NOT NULL DEFAULT 0,
-        completion_tokens INTEGER NOT NULL DEFAULT 0,
-        stream_pid INTEGER
-    );
-    CREATE INDEX messages_conversation ON messages(conversation_id, id);
-    CREATE INDEX messages_state ON messages(state);
-    CREATE TABLE attachments (
-        id INTEGER PRIMARY KEY,
-        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        file_name TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        pages INTEGER NOT NULL DEFAULT 0,
-        text TEXT NOT NULL DEFAULT '',
-        token_count INTEGER NOT NULL DEFAULT 0,
-        created REAL NOT NULL
-    );
-    CREATE INDEX attachments_conversation ON attachments(conversation_id);
-    CREATE TABLE message_attachments (
-        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-        attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
-        position INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (message_id, attachment_id)
-    );
-    CREATE INDEX message_attachments_attachment ON message_attachments(attachment_id);
-    -- External-content FTS: the text lives once, in messages; triggers keep the index in step.
-    CREATE VIRTUAL TABLE messages_fts USING fts5(
-        content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-    );
-    CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-    END;
-    CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    END;
-    CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-    END;
-    """,
-    # 2: conversation titles are searchable too.
-    """
-    CREATE VIRTUAL TABLE conversations_fts USING fts5(
-        title, content='conversations', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-    );
-    INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild');
-    CREATE TRIGGER conversations_ai AFTER INSERT ON conversations BEGIN
-        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
-    END;
-    CREATE TRIGGER conversations_ad AFTER DELETE ON conversations BEGIN
-        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
-    END;
-    CREATE TRIGGER conversations_au AFTER UPDATE OF title ON conversations BEGIN
-        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
-        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
-    END;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(FolioError):
@@ -166,8 +83,11 @@ class Store:
     """SQLite file in app.paths.data_dir()/"folio.sqlite3"; safe to use from any one thread at a time."""
 
     def __init__(self, path=None):
-        self.path = Path(path) if path else paths.data_dir() / FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path = Path(path) if path else paths.data_dir() / FILE_NAME
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"Could not create the folder for conversations ({e}).") from None
         self.notice: str | None = None  # set when a bad file was moved aside on open
         self.moved_to: Path | None = None
         self._lock = threading.RLock()
@@ -181,10 +101,10 @@ class Store:
         try:
             db = self._connect()
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if version > store_schema.SCHEMA_VERSION:
                 db.close()
                 return self._start_fresh(
-                    f"was written by a newer version of Folio (schema {version}, this one reads up to {SCHEMA_VERSION})",
+                    f"was written by a newer version of Folio (schema {version}, this one reads up to {store_schema.SCHEMA_VERSION})",
                     "newer",
                 )
             check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -213,10 +133,10 @@ class Store:
         return db
 
     def _migrate(self, db, version: int):
-        for v in range(version, SCHEMA_VERSION):
+        for v in range(version, store_schema.SCHEMA_VERSION):
             logger.info("store %s: migrating schema %d -> %d", self.path, v, v + 1)
             # executescript commits first; the BEGIN inside keeps each step all-or-nothing.
-            db.executescript(f"BEGIN;\n{MIGRATIONS[v]}\nPRAGMA user_version = {v + 1};\nCOMMIT;")
+            db.executescript(f"BEGIN;\n{store_schema.MIGRATIONS[v]}\nPRAGMA user_version = {v + 1};\nCOMMIT;")
 
     def _start_fresh(self, why: str, tag: str) -> sqlite3.Connection:
         moved = _move_aside(self.path, tag)
@@ -267,7 +187,7 @@ class Store:
     # -- conversations ----------------------------------------------------
     def create_conversation(self, title=DEFAULT_TITLE, model_id="", settings=None) -> int:
         now = time.time()
-        title = _clean_title(title) or DEFAULT_TITLE
+        title = clean_title(title) or DEFAULT_TITLE
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO conversations (title, title_auto, created, updated, model_id, settings) "
@@ -287,7 +207,7 @@ class Store:
         return _conversation(rows[0])
 
     def rename_conversation(self, conv_id, title):
-        title = _clean_title(title)
+        title = clean_title(title)
         if not title:
             raise StoreError("A conversation title cannot be empty.")
         with self._tx() as db:
@@ -467,44 +387,14 @@ class Store:
 
     # -- export / import --------------------------------------------------
     def export_markdown(self, conv_id) -> str:
-        conv = self.get_conversation(conv_id)
-        lines = [f"# {conv.title}", ""]
-        meta = [f"Exported from Folio on {time.strftime('%Y-%m-%d %H:%M', time.localtime())}"]
-        if conv.model_id:
-            meta.append(f"model: {conv.model_id}")
-        lines += ["_" + " · ".join(meta) + "_", ""]
-        for m in self.messages(conv_id):
-            head = f"## {m.role.capitalize()}"
-            if m.state not in ("complete",):
-                head += f" ({m.state})"
-            lines += [head, ""]
-            for a in m.attachments:
-                lines.append(f"> Attached: {a.file_name} ({a.pages} pages, {a.token_count:,} tokens)")
-            if m.attachments:
-                lines.append("")
-            lines += [m.content.rstrip(), ""]
-            if m.state == "failed" and m.stats.get("error"):
-                lines += [f"> Error: {m.stats['error']}", ""]
-        return "\n".join(lines).rstrip() + "\n"
+        return store_export.to_markdown(self.get_conversation(conv_id), self.messages(conv_id))
 
     def export_json(self, conv_id) -> dict:
-        conv = self.get_conversation(conv_id)
-        msgs = self.messages(conv_id)
-        return {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "conversation": {k: v for k, v in asdict(conv).items() if k != "id"},
-            "attachments": [asdict(a) for a in self.attachments(conv_id)],
-            "messages": [
-                {**{k: v for k, v in asdict(m).items() if k not in ("id", "conversation_id", "attachments")},
-                 "attachment_ids": [a.id for a in m.attachments]}
-                for m in msgs
-            ],
-        }
+        return store_export.to_json(self.get_conversation(conv_id), self.attachments(conv_id), self.messages(conv_id))
 
     def import_json(self, data) -> int:
         """A new conversation from `export_json` output (or its JSON text); returns its id."""
-        conv, atts, msgs = _validate_export(data)
+        conv, atts, msgs = store_export.parse(data)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO conversations (title, title_auto, created, updated, model_id, settings) "
@@ -521,12 +411,10 @@ class Store:
                 )
                 new_att[a["id"]] = cur.lastrowid
             for m in msgs:
-                # An answer that was streaming when exported cannot resume after import.
-                state = "interrupted" if m["state"] == "generating" else m["state"]
                 cur = db.execute(
                     "INSERT INTO messages (conversation_id, role, content, created, state, stats, "
                     "prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (conv_id, m["role"], m["content"], m["created"], state, _dumps(m["stats"]),
+                    (conv_id, m["role"], m["content"], m["created"], m["state"], _dumps(m["stats"]),
                      m["prompt_tokens"], m["completion_tokens"]),
                 )
                 for pos, old in enumerate(m["attachment_ids"]):
@@ -545,11 +433,14 @@ class Store:
         row = db.execute("SELECT title_auto FROM conversations WHERE id = ?", (conv_id,)).fetchone()
         if not row or not row[0]:
             return
-        firsts = db.execute(
+        users = db.execute(
             "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user'", (conv_id,)
         ).fetchone()[0]
         title = title_from(content)
-        if firsts == 1 and title:
+        # The first user message names the chat; editing that message renames it. A first
+        # message with no text (only a document) leaves the naming to the next one.
+        current = db.execute("SELECT title FROM conversations WHERE id = ?", (conv_id,)).fetchone()[0]
+        if title and (users == 1 or current == DEFAULT_TITLE):
             db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id))
 
 
@@ -609,10 +500,6 @@ def title_from(content: str) -> str:
 
 def _highlight(snippet: str) -> str:
     return html.escape(snippet or "", quote=False).replace(_HL_OPEN, "<b>").replace(_HL_CLOSE, "</b>")
-
-
-def _clean_title(title) -> str:
-    return re.sub(r"\s+", " ", str(title or "")).strip()
 
 
 def _check_role(role):
@@ -709,57 +596,3 @@ def _streaming(pid, since: float) -> bool:
         return False
     except psutil.Error:
         return True
-
-
-def _validate_export(data):
-    """The parts of an export, checked and normalised; a clear StoreError for anything else."""
-    bad = "This file is not a Folio conversation export"
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except ValueError as e:
-            raise StoreError(f"{bad}: it is not valid JSON ({e}).") from None
-    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
-        raise StoreError(f"{bad}.")
-    version = data.get("version")
-    if not isinstance(version, int) or version > EXPORT_VERSION:
-        raise StoreError(f"{bad} this version of Folio can read (export version {version!r}); update Folio.")
-    try:
-        c = data["conversation"]
-        conv = {
-            "title": _clean_title(c.get("title")) or DEFAULT_TITLE,
-            "created": float(c.get("created", time.time())),
-            "updated": float(c.get("updated", time.time())),
-            "model_id": str(c.get("model_id") or ""),
-            "settings": c.get("settings") if isinstance(c.get("settings"), dict) else {},
-        }
-        atts = [
-            {"id": a["id"], "file_name": str(a["file_name"]), "sha256": str(a.get("sha256", "")),
-             "pages": int(a.get("pages", 0)), "text": str(a.get("text", "")),
-             "token_count": int(a.get("token_count", 0))}
-            for a in data.get("attachments", [])
-        ]
-        ids = {a["id"] for a in atts}
-        msgs = []
-        for i, m in enumerate(data["messages"]):
-            if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise StoreError(f"{bad}: message {i + 1} has no valid role or content.")
-            state = m.get("state", "complete")
-            if state not in STATES:
-                raise StoreError(f"{bad}: message {i + 1} has an unknown state {state!r}.")
-            links = list(m.get("attachment_ids", []))
-            if any(a not in ids for a in links):
-                raise StoreError(f"{bad}: message {i + 1} refers to an attachment that is not in the file.")
-            msgs.append({
-                "role": m["role"], "content": m["content"], "state": state,
-                "created": float(m.get("created", conv["created"])),
-                "stats": m.get("stats") if isinstance(m.get("stats"), dict) else {},
-                "prompt_tokens": int(m.get("prompt_tokens", 0)),
-                "completion_tokens": int(m.get("completion_tokens", 0)),
-                "attachment_ids": links,
-            })
-    except StoreError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise StoreError(f"{bad}: a required field is missing or malformed ({e}).") from None
-    return conv, atts, msgs
