@@ -98,12 +98,11 @@ def attach(args, session, docs):
     """Plan the documents into the question; each one's pages and tokens go to stderr first."""
     from app import documents
 
-    used = len(session.encode(build_messages(args, args.prompt)))
-    budget = documents.Budget.from_session(session)
-    plan = documents.plan(docs, budget, args.prompt, used, reserve=args.max_tokens, whole=args.whole)
+    messages = build_messages(args, args.prompt)
+    _, plan = documents.into_messages(session, messages, docs, args.max_tokens, args.whole)
     if plan.sent_tokens > 8192:  # worth a second to know whether the wait will be long
-        budget.prefill_tps = documents.measure_prefill_tps(session.loaded, session.kv_mode)
-        plan = documents.plan(docs, budget, args.prompt, used, reserve=args.max_tokens, whole=args.whole)
+        tps = documents.measure_prefill_tps(session.loaded, session.kv_mode)
+        _, plan = documents.into_messages(session, messages, docs, args.max_tokens, args.whole, tps)
     for d in plan.docs:
         how = "whole" if d.mode == "full" else f"passages only: {len(d.passages)}"
         print(f"{d.name}: {d.size}, {d.tokens:,} tokens ({how})", file=sys.stderr)

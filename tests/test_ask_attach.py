@@ -82,3 +82,19 @@ def test_unsupported_type_is_refused_before_the_model_loads(tmp_path, capsys):
         "folio: slides.pptx is a PowerPoint file (.pptx), which Folio cannot read; "
         "Folio reads PDF, plain text, Markdown and source code files."
     )
+
+
+def test_into_messages_puts_the_documents_in_the_last_user_turn(model_dir, tmp_path):
+    from app import documents
+    from app.engine import loader
+    from app.engine.session import ChatSession
+
+    session = ChatSession(loader.load(str(model_dir("llama"))), context_limit=4096)
+    doc = documents.load(make_pdf(tmp_path / "a.pdf", ["Bees make honey."]))
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What do bees make?"}]
+    messages, plan = documents.into_messages(session, history, [doc])
+    assert messages[:3] == history[:3] and history[3]["content"] == "What do bees make?"
+    assert messages[3]["content"] == plan.message and "[page 1]\nBees make honey." in plan.message
+    assert plan.message.endswith("What do bees make?") and plan.fits
+    assert plan.used_tokens > len(session.encode(history[:3]))

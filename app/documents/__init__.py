@@ -6,6 +6,7 @@ The API the UI and `folio ask` use (no Qt, no MLX arrays; call on the worker thr
     p = documents.plan([doc, ...], budget, question, used_tokens, whole=False)  -> Plan
     p.docs[i].chip(), p.fits, p.reason, p.warnings, p.message (the text to send)
     documents.inspect(paths, loaded, messages, ...)  -> one chip dict per path (the composer's chips)
+    messages, p = documents.into_messages(session, messages, docs)  -> the turn to generate, documents in
 See docs/documents.md.
 """
 
@@ -15,10 +16,12 @@ from app.documents.errors import (
 )
 from app.documents.chips import inspect
 from app.documents.extract import Document, load
-from app.documents.fit import ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, measure_prefill_tps, plan
+from app.documents.fit import (
+    ANSWER_RESERVE, LONG_PREFILL_S, Budget, DocFit, Plan, into_messages, kv_mode_available, measure_prefill_tps, plan,
+)
 
 __all__ = [
     "ANSWER_RESERVE", "LONG_PREFILL_S", "Budget", "CorruptPDF", "DocFit", "Document", "DocumentError",
     "DocumentTooLarge", "DocumentTooLong", "EmptyDocument", "EncryptedPDF", "ImageOnlyPDF", "Plan",
-    "UnsupportedDocument", "inspect", "load", "measure_prefill_tps", "plan",
+    "UnsupportedDocument", "inspect", "into_messages", "kv_mode_available", "load", "measure_prefill_tps", "plan",
 ]

@@ -312,6 +312,22 @@ def _labels(chosen) -> str:
     return ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "") or "none"
 
 
+def into_messages(session, messages: list[dict], docs, reserve: int = ANSWER_RESERVE, whole: bool = False,
+                  prefill_tps: float | None = None) -> tuple[list[dict], Plan]:
+    """`messages` with `docs` planned into the last user message (its text is the question), and the plan."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    question = messages[last]["content"]
+    budget = Budget.from_session(session, prefill_tps)
+    p = plan(docs, budget, question, len(session.encode(messages)), reserve, whole)
+    out = [dict(m) for m in messages]
+    out[last]["content"] = p.message
+    return out, p
+
+
+def kv_mode_available(shape, mode: str) -> bool:
+    return mode == "fp16" or Budget(len, 0, 0, shape, 0, mode).kv_bytes(1) is not None
+
+
 def measure_prefill_tps(loaded, kv_mode: str = "fp16", tokens: int = 512) -> float:
     """Prefill speed on this machine: a short warm-up, then one throwaway prefill of `tokens` tokens."""
     from app.engine.session import ChatSession, GenParams

@@ -204,8 +204,8 @@ class _Worker(QObject):
 
         try:
             # The mode generation will use, found without _kv_mode's notice on every attach.
-            mode = request["kv_mode"] if self._model and documents.Budget(
-                len, 0, 0, self._model.shape, 0, request["kv_mode"]).kv_bytes(1) is not None else "fp16"
+            ok = self._model is not None and documents.kv_mode_available(self._model.shape, request["kv_mode"])
+            mode = request["kv_mode"] if ok else "fp16"
             key = (id(self._model), mode)
             if self._model is not None and key not in self._prefill_tps:
                 self._prefill_tps[key] = documents.measure_prefill_tps(self._model, mode)
