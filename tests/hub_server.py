@@ -3,7 +3,9 @@
 It answers what huggingface_hub and Folio ask: model info with file metadata
 (/api/models/{repo}[/revision/{rev}]?blobs=true), search (/api/models?search=...),
 and file resolution (/{repo}/resolve/{rev}/{file}) with HEAD (ETag, X-Repo-Commit, size)
-and ranged GET. Faults for tests: drop the connection after N bytes, serve a corrupted
+and ranged GET. Like the real Hub, large (LFS) files answer with a redirect to a "CDN" on
+another port, carrying X-Linked-Etag and X-Linked-Size; the CDN records whether it was sent
+an Authorization header, which must never leave the Hub. Faults for tests: drop the connection after N bytes, serve a corrupted
 file, throttle, or shut the whole server down mid-transfer.
 """
 
@@ -63,25 +65,42 @@ class HubServer:
         self.corrupt = set()  # file names served with one byte flipped
         self.throttle = 0.0  # seconds to sleep per 64 KiB sent
         self.stall = False  # accept requests but never answer
+        self.dead = False  # set when die_after fires: every later connection is dropped unanswered
+        self.cdn_auth = []  # for each CDN request: was an Authorization header sent?
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
+        self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._servers = (self._server, self._cdn)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = None
+        self.cdn_url = f"http://127.0.0.1:{self._cdn.server_address[1]}"
+        self._threads = []
+        self._stopping = threading.Lock()
+        self._connections = set()
 
     def __enter__(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        for server in self._servers:
+            server.daemon_threads = True
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def __exit__(self, *exc):
         self.stop()
 
     def stop(self):
-        if self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread = None
+        with self._stopping:  # the die_after thread and the test may both stop it; both wait for it
+            if self._threads:
+                self._threads = []
+                for server in self._servers:
+                    server.shutdown()
+                    server.server_close()
+                # A server that goes away takes its keep-alive connections with it.
+                for conn in list(self._connections):
+                    try:
+                        conn.shutdown(2)
+                    except OSError:
+                        pass
 
     def _handler(self):
         hub = self
@@ -91,6 +110,15 @@ class HubServer:
 
             def log_message(self, *args):
                 pass
+
+            def handle(self):
+                hub._connections.add(self.connection)
+                try:
+                    super().handle()
+                except OSError:
+                    pass
+                finally:
+                    hub._connections.discard(self.connection)
 
             def _json(self, obj, status=200):
                 body = json.dumps(obj).encode()
@@ -113,6 +141,10 @@ class HubServer:
             def _route(self, head: bool):
                 url = urlparse(self.path)
                 path = unquote(url.path)
+                if hub.dead:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 hub.requests.append((self.command, path, self.headers.get("Range")))
                 if hub.stall:
                     time.sleep(30)
@@ -130,6 +162,13 @@ class HubServer:
                         return self._not_found()
                     return self._json(repo.info("blobs" in parse_qs(url.query)))
                 parts = path.lstrip("/").split("/")
+                if parts[0] == "cdn" and self.server is hub._cdn:
+                    hub.cdn_auth.append(self.headers.get("Authorization") is not None)
+                    repo = hub.repos.get("/".join(parts[1:3]))
+                    name = "/".join(parts[3:])
+                    if repo is None or name not in repo.files:
+                        return self._not_found("EntryNotFound")
+                    return self._file(repo, name, head)
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo = hub.repos.get("/".join(parts[:2]))
                     name = "/".join(parts[4:])
@@ -137,8 +176,19 @@ class HubServer:
                         return self._not_found()
                     if name not in repo.files:
                         return self._not_found("EntryNotFound")
+                    if repo.lfs(name):
+                        return self._redirect(repo, name)
                     return self._file(repo, name, head)
                 self._not_found()
+
+            def _redirect(self, repo, name):
+                self.send_response(302)
+                self.send_header("Location", f"{hub.cdn_url}/cdn/{repo.repo_id}/{name}")
+                self.send_header("X-Linked-Etag", f'"{repo.etag(name)}"')
+                self.send_header("X-Linked-Size", str(len(repo.files[name])))
+                self.send_header("X-Repo-Commit", repo.commit)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _file(self, repo, name, head):
                 data = repo.files[name]
@@ -169,6 +219,7 @@ class HubServer:
                         self.wfile.write(piece[: max(0, cut - sent)])
                         self.wfile.flush()
                         if die is not None:
+                            hub.dead = True
                             threading.Thread(target=hub.stop, daemon=True).start()
                         self.close_connection = True
                         self.connection.shutdown(2)

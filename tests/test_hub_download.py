@@ -44,9 +44,16 @@ def test_complete_download_installs_verified_files(hub, repo_folder):
     models = installed.hub_models()
     assert [m.name for m in models] == [REPO] and models[0].problem == ""
     assert models[0].weights_bytes == (repo_folder / "model.safetensors").stat().st_size
-    # Only GETs for the files and one HEAD each: nothing re-fetched.
-    gets = [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
+    # One GET per file (large ones from the CDN), nothing fetched twice.
+    gets = [r for r in hub.requests if r[0] == "GET" and ("/resolve/" in r[1] or r[1].startswith("/cdn/"))]
     assert len(gets) == len(list(repo_folder.iterdir()))
+    assert hub.cdn_auth == [False]
+
+
+def test_a_token_goes_to_the_hub_but_never_to_the_cdn(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    download.pull(REPO)
+    assert hub.cdn_auth == [False]
 
 
 def test_installed_snapshot_is_what_huggingface_hub_finds(hub, monkeypatch):
@@ -93,6 +100,7 @@ def test_server_going_away_keeps_partial_and_resume_after_restart_finishes(hub, 
     assert 0 < partial <= size // 2
     assert p["repo_id"] == REPO and p["state"] == "failed" and 0 < p["done_bytes"] < p["total_bytes"]
     # A new process (no shared state but the files) resumes from where the old one stopped.
+    hub.stop()
     with HubServer({REPO: repo_folder}, port=hub.port) as again:
         point_hub_at(monkeypatch, again)
         snapshot_matches(download.pull(REPO), repo_folder)
@@ -105,7 +113,7 @@ def test_full_disk_is_refused_before_downloading(hub, monkeypatch):
     monkeypatch.setattr(download, "free_bytes", lambda path: 10_000)
     with pytest.raises(DiskFull, match="Not enough disk space"):
         download.pull(REPO)
-    assert not any(r[0] == "GET" and "/resolve/" in r[1] for r in hub.requests)
+    assert not any(r[0] == "GET" and ("/resolve/" in r[1] or r[1].startswith("/cdn/")) for r in hub.requests)
 
 
 def test_disk_filling_up_mid_download_keeps_what_was_written(hub, repo_folder, monkeypatch):
@@ -128,7 +136,7 @@ def test_disk_filling_up_mid_download_keeps_what_was_written(hub, repo_folder, m
 
 
 def test_pause_then_resume_and_cancel(hub, repo_folder):
-    hub.throttle = 0.002
+    hub.throttle = 0.01
     control = download.Control()
 
     def on_progress(p):

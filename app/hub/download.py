@@ -237,6 +237,10 @@ def _stream(f: RemoteFile, part: Path, have: int, hasher, meter: Meter, control:
     from huggingface_hub.utils import build_hf_headers, get_session
 
     headers = build_hf_headers()
+    if _origin(f.url) != _origin(net.endpoint()):
+        # Large files come from a CDN with a signed URL; the user's token must not leave the Hub.
+        headers.pop("authorization", None)
+        headers.pop("Authorization", None)
     if have:
         headers["Range"] = f"bytes={have}-"
     with get_session().stream("GET", f.url, headers=headers, timeout=net.timeout()) as r:
@@ -257,6 +261,13 @@ def _stream(f: RemoteFile, part: Path, have: int, hasher, meter: Meter, control:
                 if have > f.size:
                     break
     return have, hasher
+
+
+def _origin(url: str) -> tuple:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
 
 
 def _resume_point(f: RemoteFile, part: Path):
