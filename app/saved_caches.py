@@ -50,6 +50,17 @@ def model_key(loaded) -> str:
     return f"{loaded.model_id}@{h.hexdigest()[:16]}"
 
 
+def policy_key(mode: str, caches) -> str:
+    """The KV mode plus the layout it gave each layer (kind, bits, groups, window): what a cache must match."""
+    layers = []
+    for c in caches:
+        spec = getattr(c, "spec", None)
+        layers.append([type(c).__name__, spec.to_dict() if hasattr(spec, "to_dict") else None,
+                       getattr(c, "window", None) or getattr(c, "max_size", None)])
+    digest = hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{mode}:{digest}"
+
+
 class SavedCaches:
     def __init__(self, folder=None, limit_gb: float | None = None):
         self.folder = Path(folder) if folder else paths.kv_cache_dir()
@@ -120,6 +131,7 @@ class SavedCaches:
             return None
         try:
             caches, count = _load_cache(self.cache_path(conv_id), model_id=model_id, policy=policy)
+            _read_now(caches)
             raw = array("I")
             raw.frombytes(self.tokens_path(conv_id).read_bytes())
             if sys.byteorder != "little":
@@ -140,7 +152,12 @@ class SavedCaches:
 
     def restore(self, session, conv_id) -> int:
         """Put the conversation's saved cache into a ChatSession; returns the tokens restored (0: none)."""
-        got = self.load(conv_id, model_id=model_key(session.loaded), policy=session.kv_mode)
+        from app.engine import kvcache
+
+        # A fresh cache says what this model and mode build today (and sets up the attention
+        # route compressed caches need); the saved one must have been built the same way.
+        fresh = kvcache.make_cache(session.loaded, session.kv_mode)
+        got = self.load(conv_id, model_id=model_key(session.loaded), policy=policy_key(session.kv_mode, fresh))
         if got is None:
             return 0
         session.cache, session.cache_tokens = got
@@ -148,8 +165,10 @@ class SavedCaches:
 
     def save_session(self, session, conv_id) -> bool:
         """After a turn: save the session's cache for the conversation."""
+        if not session.cache:
+            return False
         return self.save(conv_id, session.cache, session.cache_tokens,
-                         model_id=model_key(session.loaded), policy=session.kv_mode)
+                         model_id=model_key(session.loaded), policy=policy_key(session.kv_mode, session.cache))
 
     # -- housekeeping -----------------------------------------------------
     def discard(self, conv_id):
@@ -210,42 +229,24 @@ class SavedCaches:
             raise
 
 
-# -- the engine's save/restore, or mlx-lm's while the engine has none ---------------
+# -- the engine's save/restore ---------------------------------------------------------
 def _save_cache(caches, path: Path, *, model_id: str, policy: str):
     from app.engine import kvcache
 
-    if hasattr(kvcache, "save_cache"):
-        return kvcache.save_cache(caches, path, model_id=model_id, policy=policy)
-    _warn_fallback()
-    from mlx_lm.models.cache import save_prompt_cache
-
-    save_prompt_cache(str(path), caches, {"model_id": model_id, "policy": policy})
+    kvcache.save_cache(caches, path, model_id=model_id, policy=policy)
 
 
 def _load_cache(path: Path, *, model_id: str, policy: str):
     from app.engine import kvcache
 
-    if hasattr(kvcache, "load_cache"):
-        return kvcache.load_cache(path, model_id=model_id, policy=policy)
-    _warn_fallback()
+    return kvcache.load_cache(path, model_id=model_id, policy=policy)
+
+
+def _read_now(caches):
+    """mx.load is lazy: read (and so check) the file here, not during the first prefill."""
     import mlx.core as mx
-    from mlx_lm.models.cache import load_prompt_cache
 
-    caches, meta = load_prompt_cache(str(path), return_metadata=True)
-    if meta.get("model_id") != model_id or meta.get("policy") != policy:
-        raise ValueError(f"saved for {meta.get('model_id')}/{meta.get('policy')}")
-    mx.eval([c.state for c in caches])  # read it now, not lazily during the first prefill
-    return caches, caches[0].offset
-
-
-_warned = False
-
-
-def _warn_fallback():
-    global _warned
-    if not _warned:
-        _warned = True
-        logger.warning("app.engine.kvcache has no save_cache/load_cache; using mlx-lm's prompt-cache files")
+    mx.eval([c.state for c in caches if not (hasattr(c, "empty") and c.empty())])
 
 
 def _write_synced(path: Path, data: bytes):

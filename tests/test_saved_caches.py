@@ -23,28 +23,39 @@ def answer(session, messages):
     return "".join(session.generate(messages, GREEDY))
 
 
-def turn_one(loaded):
-    s = ChatSession(loaded)
+def turn_one(loaded, kv="fp16"):
+    s = ChatSession(loaded, kv_mode=kv)
     first = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 8}]
     reply = answer(s, first)
     return s, first + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And then?"}]
 
 
-def test_restored_cache_answers_like_a_cold_prefill(loaded):
-    s, follow_up = turn_one(loaded)
+@pytest.mark.parametrize("kv", ["fp16", "int4"])
+def test_restored_cache_answers_like_a_cold_prefill(loaded, kv):
+    s, follow_up = turn_one(loaded, kv)
     saved = SavedCaches(limit_gb=1)
     assert saved.save_session(s, 7)
     assert saved.cache_path(7).exists() and saved.total_bytes() > 0
 
-    reopened = ChatSession(loaded)
+    reopened = ChatSession(loaded, kv_mode=kv)
     n = SavedCaches(limit_gb=1).restore(reopened, 7)  # a new instance: the index is on disk
     assert n == len(s.cache_tokens) > 0
+    assert [type(c) for c in reopened.cache] == [type(c) for c in s.cache]
     warm = answer(reopened, follow_up)
     assert reopened.stats.cached_tokens > n // 2  # most of the prompt came from disk, not prefill
 
-    cold = ChatSession(loaded)
+    cold = ChatSession(loaded, kv_mode=kv)
     assert answer(cold, follow_up) == warm
     assert cold.stats.cached_tokens == 0
+
+
+def test_a_cache_saved_in_another_kv_mode_is_not_restored(loaded):
+    s, _ = turn_one(loaded, "int4")
+    saved = SavedCaches(limit_gb=1)
+    assert saved.save_session(s, 3)
+    assert saved.restore(ChatSession(loaded, kv_mode="fp16"), 3) == 0
+    assert saved.restore(ChatSession(loaded, kv_mode="int8"), 3) == 0
+    assert saved.restore(ChatSession(loaded, kv_mode="int4"), 3) > 0
 
 
 def test_ignored_when_model_or_policy_changed(loaded, model_dir):
