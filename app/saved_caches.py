@@ -25,6 +25,8 @@ logger = log.get("saved_caches")
 
 INDEX = "index.json"
 GB = 1024**3
+# Below this much free space a failed write is taken to be a full disk (mlx does not say why).
+LOW_DISK_BYTES = 256 * 1024**2
 
 
 class SavedCacheError(FolioError):
@@ -112,9 +114,9 @@ class SavedCaches:
                 return False
             os.replace(tmp_cache, self.cache_path(conv_id))
             os.replace(tmp_tokens, self.tokens_path(conv_id))
-        except OSError as e:
-            _remove(tmp_cache, tmp_tokens)
-            raise SavedCacheError(_why(e)) from None
+        except (OSError, RuntimeError) as e:  # mlx reports a failed write as RuntimeError
+            _remove(tmp_tokens, *self.folder.glob(f"{tmp_cache.name}*"))
+            raise SavedCacheError(_why(e, self.folder)) from None
         self.entries[int(conv_id)] = Entry(int(conv_id), model_id, policy, len(tokens), size, time.time())
         self._evict(keep=int(conv_id))
         self._write_index()
@@ -277,10 +279,15 @@ def _remove(*files: Path):
             logger.warning("could not remove %s: %s", f, e)
 
 
-def _why(e: OSError) -> str:
+def _why(e: Exception, folder: Path) -> str:
     import errno
+    import shutil
 
-    if e.errno == errno.ENOSPC:
+    try:
+        low = shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        low = False
+    if getattr(e, "errno", None) == errno.ENOSPC or low:
         return ("Could not save this conversation's cache: the disk is full. The conversation itself is "
                 "saved; reopening it will re-read the context instead.")
-    return f"Could not save this conversation's cache ({e.strerror or e}). The conversation itself is saved."
+    return f"Could not save this conversation's cache ({e}). The conversation itself is saved."

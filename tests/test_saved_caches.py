@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -144,6 +145,18 @@ def test_full_disk_keeps_the_previous_saved_cache(loaded, monkeypatch):
     assert saved.cache_path(1).read_bytes() == before
     assert not [f for f in saved.folder.iterdir() if f.name.startswith(".tmp-")]
     assert SavedCaches(limit_gb=1).restore(ChatSession(loaded), 1) > 0
+    monkeypatch.undo()
+
+    # The cache file itself hits a full device: every write to /dev/full fails with ENOSPC.
+    if not os.path.exists("/dev/full"):
+        return
+    for f in (f".tmp-{os.getpid()}-conv-1.safetensors", f".tmp-{os.getpid()}-conv-1.safetensors.part.safetensors"):
+        (saved.folder / f).symlink_to("/dev/full")
+    monkeypatch.setattr("shutil.disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9, free=0))
+    with pytest.raises(SavedCacheError, match="disk is full"):
+        saved.save_session(s, 1)
+    assert saved.cache_path(1).read_bytes() == before
+    assert not [f for f in saved.folder.iterdir() if f.name.startswith(".tmp-")]
 
 
 def test_keep_only_drops_deleted_conversations(loaded):
