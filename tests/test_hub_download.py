@@ -2,6 +2,7 @@
 
 import errno
 import os
+import time
 
 import pytest
 from hub_server import HubServer, point_hub_at
@@ -153,6 +154,31 @@ def test_pause_then_resume_and_cancel(hub, repo_folder):
         download.pull(REPO, control=cancel)
     assert download.pending() == []
     assert not (net.hub_cache() / download.repo_folder(REPO)).exists()
+
+
+def test_one_repo_downloads_once_at_a_time(hub):
+    import threading
+
+    hub.throttle = 0.01
+    control = download.Control()
+    errors = []
+    first = threading.Thread(target=lambda: errors.append(_try(download.pull, REPO, control=control)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not download.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(HubError, match="already downloading"):
+        download.pull(REPO)
+    control.pause()
+    first.join()
+    assert isinstance(errors[0], Paused)
+
+
+def _try(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:
+        return e
 
 
 def test_unknown_repo_and_offline_give_one_line(hub, monkeypatch):

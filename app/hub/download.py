@@ -33,6 +33,8 @@ CHUNK = 1 << 20
 RETRY_DELAYS = (1.0, 3.0)
 # Room left on the disk after the download, so the system is never starved.
 DISK_HEADROOM = 100 * 1024**2
+# Repos being downloaded in this process: two writers on one .incomplete file would corrupt it.
+_active, _active_lock = set(), threading.Lock()
 
 
 @dataclass
@@ -362,7 +364,18 @@ def _discard(root: Path, plan: Plan):
 
 def pull(repo_id: str, on_progress=None, control: Control | None = None) -> Path:
     """Download (or resume) `repo_id`; return its snapshot folder once every file is verified."""
-    control = control or Control()
+    with _active_lock:
+        if repo_id in _active:
+            raise HubError(f"{repo_id} is already downloading.")
+        _active.add(repo_id)
+    try:
+        return _pull(repo_id, on_progress, control or Control())
+    finally:
+        with _active_lock:
+            _active.discard(repo_id)
+
+
+def _pull(repo_id: str, on_progress, control: Control) -> Path:
     p = plan(repo_id)
     root = net.hub_cache() / repo_folder(repo_id)
     blobs = root / "blobs"
