@@ -1,13 +1,253 @@
-"""KV caches in mlx-lm's cache protocol, by mode; the one place that knows their byte cost.
+"""KV caches in mlx-lm's cache protocol, by mode; their byte cost; save and restore.
 
-fp16 uses mlx-lm's own caches. The compressed modes (int4, int8, auto) plug in here.
+fp16 uses mlx-lm's own caches. The compressed modes (int8, int4, auto) use `QuantizedCache`,
+which stores K and V in the layout of layout.py and hands attention a `Compressed` view, so
+mlx-lm's models reach Folio's attention through the seam in attention.py.
 """
 
-from mlx_lm.models.cache import make_prompt_cache
+import json
+from pathlib import Path
 
+import mlx.core as mx
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
+
+from app import log
+from app.engine import attention, layout, policy, rotation
 from app.engine.errors import FolioError
 
+logger = log.get("kvcache")
+
 FP16_BYTES = 2
+FILE_FORMAT = "folio-kv-1"
+import os
+EXACT_CHUNK = os.environ.get("H1_EXACT","1")=="1"
+
+
+class CacheFileError(FolioError):
+    """A saved cache that cannot be used with this model or policy."""
+
+
+class QuantizedCache:
+    """One layer's compressed K/V, grown in preallocated blocks; sliding-window layers keep a ring.
+
+    Full-attention layers store position p in slot p. A window layer keeps `window` slots and
+    position p in slot p % window, so a decode step sees exactly its window (RoPE is already
+    applied, so slot order does not matter); a prefill chunk is handed the previous window-1
+    tokens in temporal order plus the chunk, then the ring keeps the chunk's last window tokens.
+    """
+
+    step = 256
+
+    def __init__(self, spec: layout.LayerSpec, window: int | None = None):
+        self.spec = spec
+        self.window = window
+        self.k = self.v = None
+        self.offset = 0
+        self.k_mean = self.v_mean = None  # (B, n_kv_heads, 1, head_dim) float32, when centering
+
+    # mlx-lm's base.scaled_dot_product_attention routes caches with `bits` to the seam.
+    @property
+    def bits(self) -> int:
+        return self.spec.k.bits
+
+    @property
+    def group_size(self) -> int:
+        return self.spec.k.group
+
+    @property
+    def length(self) -> int:
+        return min(self.offset, self.window) if self.window else self.offset
+
+    @property
+    def slots(self) -> int:
+        return 0 if self.k is None else self.k[0].shape[2]
+
+    def _reserve(self, needed: int, B: int, H: int, D: int):
+        if self.k is not None and needed <= self.slots:
+            return
+        have = self.slots
+        # Grow by at least an eighth, so a 128K-token cache is copied a bounded number of times.
+        grow = max(needed - have, self.step, have // 8)
+        new = -(-(have + grow) // self.step) * self.step
+        if self.window:
+            new = min(new, self.window)
+        fresh_k = layout.empty(B, H, new - have, D, self.spec.k)
+        fresh_v = layout.empty(B, H, new - have, D, self.spec.v)
+        if self.k is None:
+            self.k, self.v = fresh_k, fresh_v
+        else:
+            self.k = tuple(mx.concatenate([a, b], axis=2) for a, b in zip(self.k, fresh_k))
+            self.v = tuple(mx.concatenate([a, b], axis=2) for a, b in zip(self.v, fresh_v))
+
+    def _write(self, slot: int, kq: tuple, vq: tuple, src0: int, n: int):
+        for buf, new in zip(self.k + self.v, kq + vq):
+            buf[:, :, slot : slot + n] = new[:, :, src0 : src0 + n]
+
+    def update_and_fetch(self, keys, values):
+        B, H, L, D = keys.shape
+        if self.spec.k.rotate:
+            keys = rotation.rotate(keys)
+        if self.spec.v.rotate:
+            values = rotation.rotate(values)
+        if self.spec.k.center:
+            if self.k_mean is None:
+                self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
+            keys = keys - self.k_mean
+        if self.spec.v.center:
+            if self.v_mean is None:
+                self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
+            values = values - self.v_mean
+        kq, vq = layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v)
+        fresh = (keys, values) if L > 1 and EXACT_CHUNK else None
+        prev = self.offset
+        W = self.window
+        if W is None:
+            self._reserve(prev + L, B, H, D)
+            self._write(prev, kq, vq, 0, L)
+            self.offset += L
+            view = attention.Compressed(self.k, self.v, self.offset, self.spec, v_mean=self.v_mean, fresh=fresh)
+            return view, view
+        self._reserve(min(prev + L, W), B, H, D)
+        if L == 1:
+            self._write(prev % W, kq, vq, 0, 1)
+            self.offset += 1
+            view = attention.Compressed(self.k, self.v, self.length, self.spec, v_mean=self.v_mean)
+            return view, view
+        # Prefill chunk on a window layer: the queries need up to window-1 older tokens, which
+        # writing the chunk into the ring may overwrite, so attention reads a temporal copy.
+        n_old = min(prev, W - 1)
+        if n_old:
+            order = mx.array([p % W for p in range(prev - n_old, prev)])
+            k_seen = tuple(mx.concatenate([mx.take(a, order, axis=2), b], axis=2) for a, b in zip(self.k, kq))
+            v_seen = tuple(mx.concatenate([mx.take(a, order, axis=2), b], axis=2) for a, b in zip(self.v, vq))
+        else:
+            k_seen, v_seen = kq, vq
+        keep = min(L, W)
+        first = prev + L - keep
+        done = 0
+        while done < keep:  # at most two runs: up to the ring's end, then from slot 0
+            slot = (first + done) % W
+            n = min(keep - done, W - slot)
+            self._write(slot, kq, vq, L - keep + done, n)
+            done += n
+        self.offset += L
+        view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
+        return view, view
+
+    @property
+    def state(self):
+        if self.k is None:
+            return []
+        means = [m for m in (self.k_mean, self.v_mean) if m is not None]
+        return [*self.k, *self.v, *means]
+
+    def is_trimmable(self) -> bool:
+        # Once a ring has wrapped, the tokens before the window are gone.
+        return self.window is None or self.offset <= self.window
+
+    def trim(self, n: int) -> int:
+        n = min(self.offset, n)
+        self.offset -= n
+        return n
+
+    def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None):
+        # Folio's attention builds its own causal and window masks from the cache's positions.
+        return None if N == 1 else "causal"
+
+    def size(self) -> int:
+        return self.length
+
+    def empty(self) -> bool:
+        return self.k is None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.state)
+
+
+# -- modes ---------------------------------------------------------------------------------------
+def _policy(shape, mode: str) -> policy.Policy:
+    return policy.choose(shape, mode)
+
+
+def bytes_per_token(shape, mode: str) -> float:
+    if mode == "fp16":
+        return float(fp16_bytes_per_token(shape))
+    return _policy(shape, mode).bytes_per_token(shape)
+
+
+def _build(model, pol: policy.Policy) -> list:
+    caches, i = [], 0
+    for c in make_prompt_cache(model):
+        if type(c) is KVCache:
+            spec, window = pol.layers[i], None
+        elif type(c) is RotatingKVCache and c.keep == 0:
+            spec, window = pol.layers[i], c.max_size
+        else:
+            caches.append(c)  # not an attention KV cache (e.g. a state-space layer): leave it
+            continue
+        caches.append(QuantizedCache(spec, window) if spec else c)
+        i += 1
+    return caches
+
+
+def _routes(loaded, pol: policy.Policy) -> str | None:
+    """Why this model cannot use compressed caches (None if it can): one token through the seam."""
+    if "kv_route_error" not in loaded.extra:
+        caches = _build(loaded.model, pol)
+        expected = sum(isinstance(c, QuantizedCache) for c in caches)
+        before = attention.calls
+        try:
+            mx.eval(loaded.model(mx.array([[0]]), cache=caches))
+            error = None
+            if attention.calls - before != expected:
+                error = "its attention does not go through mlx-lm's scaled_dot_product_attention"
+        except Exception as e:  # any failure here means: keep the plain cache
+            error = f"{type(e).__name__}: {str(e)[:200]}"
+        loaded.extra["kv_route_error"] = error
+    return loaded.extra["kv_route_error"]
+
+
+def make_cache(loaded, mode: str) -> list:
+    if mode == "fp16":
+        return make_prompt_cache(loaded.model)
+    pol = _policy(loaded.shape, mode)
+    attention.install()
+    error = _routes(loaded, pol)
+    if error:
+        logger.warning("KV mode %s is not possible for %s (%s); using fp16 caches", mode, loaded.model_id, error)
+        return make_prompt_cache(loaded.model)
+    caches = _build(loaded.model, pol)
+    for c in caches:
+        if isinstance(c, QuantizedCache):
+            c.policy_name = pol.name
+    return caches
+
+
+def describe(caches, mode: str) -> dict:
+    """Policy, bits per stored K/V element and attention path of a live cache, for the stats."""
+    quant = [c for c in caches if isinstance(c, QuantizedCache)]
+    if not quant:
+        return {"kv_policy": "fp16", "kv_bits_per_element": 16.0, "attention_path": "mlx"}
+    held, bits = 0, 0.0
+    for c in caches:
+        if isinstance(c, QuantizedCache):
+            n, b = max(c.length, 1), c.spec.bits_per_element
+        elif hasattr(c, "keys") and c.keys is not None:
+            n, b = max(c.size(), 1), 16.0
+        else:
+            continue
+        held += n
+        bits += n * b
+    return {
+        "kv_policy": getattr(quant[0], "policy_name", mode),
+        "kv_bits_per_element": bits / max(held, 1),
+        "attention_path": attention.path(),
+    }
+
+
+def cache_bytes(caches) -> int:
+    return sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
 
 
 def fp16_bytes_per_token(shape) -> int:
@@ -15,28 +255,103 @@ def fp16_bytes_per_token(shape) -> int:
     return shape.kv_layers * 2 * shape.n_kv_heads * shape.head_dim * FP16_BYTES
 
 
-def bytes_per_token(shape, mode: str) -> float:
-    if mode == "fp16":
-        return float(fp16_bytes_per_token(shape))
-    raise FolioError(f"KV mode {mode!r} is not available.")
-
-
-def make_cache(loaded, mode: str) -> list:
-    if mode == "fp16":
-        return make_prompt_cache(loaded.model)
-    raise FolioError(f"KV mode {mode!r} is not available.")
-
-
-def describe(caches, mode: str) -> dict:
-    """Policy name and bits per element of a live cache, for the stats."""
-    return {"kv_policy": mode, "kv_bits_per_element": 16.0}
-
-
-def cache_bytes(caches) -> int:
-    return sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
-
-
 def fp16_bytes_for(shape, tokens: int) -> int:
     """What an fp16 cache would hold for `tokens` tokens, sliding windows included."""
     per_layer = 2 * shape.n_kv_heads * shape.head_dim * FP16_BYTES
     return sum(per_layer * (min(tokens, w) if w else tokens) for w in shape.windows)
+
+
+# -- save and restore ----------------------------------------------------------------------------
+def _fp16_layer(c) -> tuple[dict, list]:
+    n = c.size()
+    if c.keys is None:
+        return {"kind": "empty"}, []
+    if isinstance(c, RotatingKVCache):
+        meta = {"kind": "rotating", "offset": c.offset, "keep": c.keep, "max_size": c.max_size, "idx": c._idx}
+        return meta, [c.keys, c.values]
+    return {"kind": "fp16", "offset": c.offset}, [c.keys[:, :, :n], c.values[:, :, :n]]
+
+
+def save_cache(caches, path, *, model_id: str, policy: str):
+    """Write the valid slots of every layer to a safetensors file, with what it belongs to."""
+    arrays, layers = {}, []
+    for i, c in enumerate(caches):
+        if isinstance(c, QuantizedCache):
+            meta = {"kind": "quantized", "offset": c.offset, "window": c.window, "spec": c.spec.to_dict(),
+                    "policy_name": getattr(c, "policy_name", policy)}
+            data = []
+            if c.length:
+                data = [a[:, :, : c.length] for a in (*c.k, *c.v)]
+                data += [m for m in (c.k_mean, c.v_mean) if m is not None]
+        elif isinstance(c, (KVCache, RotatingKVCache)):
+            meta, data = _fp16_layer(c)
+        else:
+            raise CacheFileError(f"Cannot save a cache of type {type(c).__name__}.")
+        for j, a in enumerate(data):
+            arrays[f"{i}.{j}"] = a
+        layers.append(meta)
+    tokens = max((c.offset for c in caches if hasattr(c, "offset")), default=0)
+    metadata = {
+        "format": FILE_FORMAT, "model_id": model_id, "policy": policy, "token_count": str(tokens),
+        "layers": json.dumps(layers),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.safetensors")
+    mx.save_safetensors(str(tmp), arrays, metadata)
+    tmp.replace(path)  # never a half-written cache file under the real name
+
+
+def load_cache(path, *, model_id: str, policy: str):
+    """Read a saved cache back -> (caches, token_count); refuse one made for another model or policy."""
+    path = Path(path)
+    try:
+        arrays, meta = mx.load(str(path), return_metadata=True)
+    except Exception as e:  # mlx raises RuntimeError/ValueError for missing or corrupt files
+        raise CacheFileError(f"The saved cache {path.name} cannot be read ({str(e)[:120]}).") from None
+    if meta.get("format") != FILE_FORMAT:
+        raise CacheFileError(f"{path.name} is not a Folio cache file (or one from an incompatible version).")
+    if meta.get("model_id") != model_id:
+        raise CacheFileError(f"The saved cache was made with {meta.get('model_id')!r}, not {model_id!r}; it will be rebuilt.")
+    if meta.get("policy") != policy:
+        raise CacheFileError(f"The saved cache uses KV policy {meta.get('policy')!r}, not {policy!r}; it will be rebuilt.")
+    try:
+        layers = json.loads(meta["layers"])
+        caches = [_restore(m, [arrays[f"{i}.{j}"] for j in range(_n_arrays(m))]) for i, m in enumerate(layers)]
+        tokens = int(meta["token_count"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CacheFileError(f"The saved cache {path.name} is damaged ({e}).") from None
+    return caches, tokens
+
+
+def _n_arrays(meta: dict) -> int:
+    if meta["kind"] == "quantized":
+        if not meta["offset"]:
+            return 0
+        spec = layout.LayerSpec.from_dict(meta["spec"])
+        return 6 + spec.k.center + spec.v.center
+    return {"fp16": 2, "rotating": 2, "empty": 0}[meta["kind"]]
+
+
+def _restore(meta: dict, data: list):
+    kind = meta["kind"]
+    if kind == "quantized":
+        c = QuantizedCache(layout.LayerSpec.from_dict(meta["spec"]), meta["window"])
+        c.offset, c.policy_name = meta["offset"], meta.get("policy_name", "")
+        if data:
+            c.k, c.v = tuple(data[:3]), tuple(data[3:6])
+            means = iter(data[6:])
+            c.k_mean = next(means) if c.spec.k.center else None
+            c.v_mean = next(means) if c.spec.v.center else None
+        return c
+    if kind == "rotating":
+        c = RotatingKVCache(max_size=meta["max_size"], keep=meta["keep"])
+        c.keys, c.values = data
+        c.offset, c._idx = meta["offset"], meta["idx"]
+        return c
+    c = KVCache()
+    if kind == "fp16":
+        c.keys, c.values = data
+        c.offset = meta["offset"]
+    return c
+

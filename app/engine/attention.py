@@ -1,0 +1,256 @@
+"""Attention over the compressed KV cache: the reference (MLX ops), the dispatch to a fused kernel,
+and the one seam through which mlx-lm's models reach them.
+
+The seam: every mlx-lm model we run calls `mlx_lm.models.base.scaled_dot_product_attention`,
+which hands any cache with a `bits` attribute to `base.quantized_scaled_dot_product_attention`,
+looked up in base's globals at call time. `install()` wraps that one global: when the keys it
+receives are a `Compressed` view (what Folio's caches return from `update_and_fetch`), Folio's
+attention runs; anything else goes to mlx-lm's original. `check_seam()` fails loudly if a future
+mlx-lm moves it, and tests/test_attention_reference.py runs it.
+
+The reference walks the cache in blocks with an online softmax (fp32), scoring each block with
+`mx.quantized_matmul` straight on the packed codes, so no fp16 K or V of the context is ever
+materialized and peak memory stays a few score blocks above the cache itself.
+"""
+
+import functools
+import inspect
+import math
+import os
+from dataclasses import dataclass
+
+import mlx.core as mx
+from mlx_lm.models import base
+
+from app import log
+from app.engine import layout, rotation
+from app.engine.errors import FolioError
+
+logger = log.get("attention")
+
+# Masked scores: finite, so a row with no visible key in a block gives exp(0)=1 garbage that the
+# next block's larger running max multiplies by exp(-huge)=0, instead of NaN from -inf - -inf.
+_NEG = -1e30
+DECODE_BLOCK = 8192
+# Prefill score blocks are sized to about this many bytes of fp32 scores.
+PREFILL_SCORE_BYTES = 8 * 2**20
+
+
+class SeamMoved(FolioError):
+    """mlx-lm no longer routes quantized caches where Folio expects."""
+
+
+# -- the reference -----------------------------------------------------------------------------
+def _blocks(start: int, stop: int, size: int):
+    for j in range(start, stop, size):
+        yield j, min(j + size, stop)
+
+
+def _slice(t: tuple, j0: int, j1: int, dtype) -> tuple:
+    packed, scales, biases = (x[:, :, j0:j1] for x in t)
+    return packed, scales.astype(dtype), biases.astype(dtype)
+
+
+def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None):
+    """q (B, n_heads, L, D); the L queries are the last L of `length` positions.
+
+    `fresh` = the exact (K, V) of those L positions, float32 (B, n_kv_heads, L, D): a prefill
+    chunk's own keys and values are in memory anyway, so only the past is read compressed.
+    """
+    B, Hq, L, D = q.shape
+    Hkv = k[0].shape[1]
+    R = Hq // Hkv
+    f32 = mx.float32
+    # GQA without copies: the R query heads sharing a KV head become R*L rows against it.
+    x = (q.astype(f32) * scale).reshape(B, Hkv, R * L, D)
+    first = length - L  # position of the first query
+    lo = 0 if window is None else max(0, first - window + 1)
+    stop = first if fresh is not None else length
+    run = None  # (running max, running sum, accumulator) of the online softmax
+
+    def fold(run, s, j0, j1, values):
+        # Causal/window mask only where this block is not fully visible to every query.
+        if j1 - 1 > first or (window is not None and j0 <= length - 1 - window):
+            qpos = mx.arange(first, length)[:, None]
+            kpos = mx.arange(j0, j1)[None]
+            visible = kpos <= qpos
+            if window is not None:
+                visible = visible & (kpos > qpos - window)
+            s = mx.where(visible, s.reshape(B, Hkv, R, L, j1 - j0), _NEG).reshape(B, Hkv, R * L, j1 - j0)
+        bm = s.max(axis=-1, keepdims=True)
+        if run is None:
+            p = mx.exp(s - bm)
+            return bm, p.sum(axis=-1, keepdims=True), values(p)
+        m, l, acc = run
+        m_new = mx.maximum(m, bm)
+        alpha = mx.exp(m - m_new)
+        p = mx.exp(s - m_new)
+        return m_new, l * alpha + p.sum(axis=-1, keepdims=True), acc * alpha + values(p)
+
+    for j0, j1 in _blocks(lo, stop, block):
+        s = mx.quantized_matmul(x, *_slice(k, j0, j1, f32), transpose=True, group_size=k_group, bits=k_bits)
+        vb = _slice(v, j0, j1, f32)
+        run = fold(run, s, j0, j1,
+                   lambda p, vb=vb: mx.quantized_matmul(p, *vb, transpose=False, group_size=v_group, bits=v_bits))
+    if fresh is not None:
+        kf, vf = (a.astype(f32) for a in fresh)
+        run = fold(run, x @ kf.swapaxes(-1, -2), first, length, lambda p: p @ vf)
+    if run is None:
+        raise ValueError("attention over an empty cache")
+    _, l, acc = run
+    return (acc / l).reshape(B, Hq, L, D).astype(q.dtype)
+
+
+def reference_decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None):
+    """One query token per head over `length` valid slots of a compressed cache -> (B, n_heads, 1, D)."""
+    return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
+                   v_group=v_group, window=window, block=DECODE_BLOCK)
+
+
+def reference_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
+                                fresh=None):
+    """L causal queries, the last L of `length` positions stored in temporal order -> (B, n_heads, L, D).
+
+    With `fresh` (the chunk's exact K and V), positions [length - L, length) are read from it.
+    """
+    B, Hq, L, _ = q.shape
+    rows = max(1, B * Hq * L)
+    block = max(256, 2 ** int(math.log2(max(1, PREFILL_SCORE_BYTES // (4 * rows)))))
+    return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
+                   v_group=v_group, window=window, block=block, fresh=fresh)
+
+
+# -- dispatch ------------------------------------------------------------------------------------
+_forced_reference: bool | None = None
+
+
+def force_reference(on: bool | None):
+    """The `force_reference_attention` setting; None goes back to env/settings."""
+    global _forced_reference
+    _forced_reference = on
+    path.cache_clear()
+
+
+def _force_from_env_or_settings() -> bool:
+    if _forced_reference is not None:
+        return _forced_reference
+    if os.environ.get("FOLIO_REFERENCE_ATTENTION", "") not in ("", "0"):
+        return True
+    try:
+        from app.settings import Settings
+
+        return bool(Settings().force_reference_attention)
+    except Exception:  # an unreadable settings file must not break attention
+        return False
+
+
+def _kernels():
+    try:
+        from app.engine import kernels
+    except ImportError:
+        return None
+    return kernels
+
+
+@functools.lru_cache(maxsize=1)
+def path() -> str:
+    """'metal', 'cuda' (a fused kernel) or 'reference'; logged once when first decided."""
+    kernels = _kernels()
+    backend = kernels.available() if kernels is not None else None
+    if backend and _force_from_env_or_settings():
+        logger.info("attention path: reference (forced; %s kernel available)", backend)
+        return "reference"
+    if backend:
+        logger.info("attention path: %s kernel", backend)
+        return backend
+    logger.info("attention path: reference (MLX ops; no fused kernel on this machine)")
+    return "reference"
+
+
+def decode_attention(q, k, v, **kw):
+    if path() != "reference":
+        return _kernels().decode_attention(q, k, v, **kw)
+    return reference_decode_attention(q, k, v, **kw)
+
+
+def prefill_attention(q, k, v, fresh=None, **kw):
+    kernels = _kernels()
+    if path() != "reference" and hasattr(kernels, "prefill_attention"):
+        if fresh is None:
+            return kernels.prefill_attention(q, k, v, **kw)
+        if "fresh" in inspect.signature(kernels.prefill_attention).parameters:
+            return kernels.prefill_attention(q, k, v, fresh=fresh, **kw)
+    return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
+
+
+# -- what a Folio cache hands to attention -------------------------------------------------------
+@dataclass
+class Compressed:
+    """Keys and values a Folio cache returns from update_and_fetch: slots [0, length) are valid.
+
+    In prefill the slots are in temporal order and `window` masks by position; in decode a
+    sliding-window layer's ring holds exactly the window, so `window` is None.
+    """
+
+    k: tuple
+    v: tuple
+    length: int
+    spec: layout.LayerSpec
+    window: int | None = None
+    v_mean: mx.array | None = None  # added back to the output when V was centered
+    fresh: tuple | None = None  # a prefill chunk's exact (K, V), as stored before quantizing
+
+
+calls = 0  # how many times Folio's attention ran through the seam (the route probe reads it)
+
+
+def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
+    global calls
+    calls += 1
+    k, v = kv.spec.k, kv.spec.v
+    if k.rotate:
+        queries = rotation.rotate(queries)
+    kw = dict(scale=scale, length=kv.length, k_bits=k.bits, v_bits=v.bits, k_group=k.group, v_group=v.group,
+              window=kv.window)
+    if queries.shape[2] == 1:
+        out = decode_attention(queries, kv.k, kv.v, **kw)
+    else:
+        out = prefill_attention(queries, kv.k, kv.v, fresh=kv.fresh, **kw)
+    if kv.v_mean is not None:
+        B, Hq, L, D = out.shape
+        Hkv = kv.v_mean.shape[1]
+        out = (out.reshape(B, Hkv, Hq // Hkv, L, D) + kv.v_mean[:, :, None].astype(out.dtype)).reshape(B, Hq, L, D)
+    return rotation.rotate(out) if v.rotate else out
+
+
+# -- the seam ------------------------------------------------------------------------------------
+def check_seam():
+    """Raise SeamMoved unless mlx-lm still routes caches with `bits` through base's global."""
+    sdpa = getattr(base, "scaled_dot_product_attention", None)
+    qsdpa = getattr(base, "quantized_scaled_dot_product_attention", None)
+    if sdpa is None or qsdpa is None:
+        raise SeamMoved("mlx-lm moved its attention functions out of mlx_lm.models.base; Folio's int4 cache cannot attach.")
+    names = sdpa.__code__.co_names
+    if "quantized_scaled_dot_product_attention" not in names or "hasattr" not in names:
+        raise SeamMoved("mlx-lm's scaled_dot_product_attention no longer dispatches quantized caches by `bits`; "
+                        "Folio's int4 cache cannot attach.")
+
+
+def install():
+    """Route Folio's caches to Folio's attention; idempotent, other caches are untouched."""
+    current = base.quantized_scaled_dot_product_attention
+    if getattr(current, "_folio", False):
+        return
+    check_seam()
+    original = current
+
+    @functools.wraps(original)
+    def routed(queries, q_keys, q_values, scale, mask, group_size=64, bits=8):
+        if isinstance(q_keys, Compressed):
+            return attend(queries, q_keys, scale)
+        return original(queries, q_keys, q_values, scale=scale, mask=mask, group_size=group_size, bits=bits)
+
+    routed._folio = True
+    routed._original = original
+    base.quantized_scaled_dot_product_attention = routed
+    logger.info("attention seam installed on mlx_lm.models.base.quantized_scaled_dot_product_attention")

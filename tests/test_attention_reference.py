@@ -1,0 +1,162 @@
+"""The reference attention on the compressed cache against fp32 SDPA over the dequantized cache,
+and the one seam into mlx-lm (this file fails loudly if a future mlx-lm moves it)."""
+
+import os
+
+import mlx.core as mx
+import pytest
+
+from app.engine import attention, layout
+from app.engine.layout import Quant
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed():
+    # Fresh random inputs each run; the seed is in the failure report.
+    seed = int.from_bytes(os.urandom(4), "little")
+    mx.random.seed(seed)
+    return seed
+
+
+def _cache(B, Hkv, T, D, q: Quant, slack=0):
+    x = mx.random.normal((B, Hkv, T + slack, D)) * mx.random.uniform(0.2, 3.0, (1, 1, 1, D))
+    return layout.quantize(x, q)
+
+
+def _oracle(q, k, v, qk: Quant, qv: Quant, scale, length, window=None, fresh=None):
+    """fp32 SDPA over mx.dequantize'd K/V with an explicit causal/window mask."""
+    B, Hq, L, D = q.shape
+    kd = layout.dequantize(tuple(a[:, :, :length] for a in k), qk)
+    vd = layout.dequantize(tuple(a[:, :, :length] for a in v), qv)
+    if fresh is not None:
+        kd = mx.concatenate([kd[:, :, : length - L], fresh[0]], axis=2)
+        vd = mx.concatenate([vd[:, :, : length - L], fresh[1]], axis=2)
+    qpos = mx.arange(length - L, length)[:, None]
+    kpos = mx.arange(length)[None]
+    mask = kpos <= qpos
+    if window is not None:
+        mask = mask & (kpos > qpos - window)
+    return mx.fast.scaled_dot_product_attention(q.astype(mx.float32), kd, vd, scale=scale, mask=mask)
+
+
+def _check(out, ref, seed):
+    assert out.shape == ref.shape
+    err = mx.abs(out.astype(mx.float32) - ref).max().item()
+    tol = 2e-4 * max(1.0, mx.abs(ref).max().item())
+    assert err <= tol, f"max error {err} > {tol} (seed {seed})"
+
+
+@pytest.mark.parametrize("ratio", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("length", [1, 63, 1001])
+def test_decode_matches_dequantized_sdpa(ratio, head_dim, length, fresh_seed):
+    Hkv = 2
+    qk, qv = Quant(8, 128 if head_dim >= 128 else 64), Quant(4, 64)
+    k, v = _cache(1, Hkv, length, head_dim, qk, slack=37), _cache(1, Hkv, length, head_dim, qv, slack=37)
+    q = mx.random.normal((1, Hkv * ratio, 1, head_dim))
+    scale = head_dim**-0.5
+    kw = dict(scale=scale, length=length, k_bits=qk.bits, v_bits=qv.bits, k_group=qk.group, v_group=qv.group)
+    out = attention.reference_decode_attention(q, k, v, **kw)
+    _check(out, _oracle(q, k, v, qk, qv, scale, length), fresh_seed)
+
+
+@pytest.mark.parametrize("ratio", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 256])
+def test_decode_window_and_small_block(ratio, head_dim, fresh_seed, monkeypatch):
+    monkeypatch.setattr(attention, "DECODE_BLOCK", 128)  # many blocks: the online softmax is exercised
+    q4 = Quant(4, 64)
+    length, window = 999, 300
+    k, v = _cache(2, 1, length, head_dim, q4), _cache(2, 1, length, head_dim, q4)
+    q = mx.random.normal((2, ratio, 1, head_dim))
+    kw = dict(scale=1.0, length=length, k_bits=4, v_bits=4, k_group=64, v_group=64, window=window)
+    out = attention.reference_decode_attention(q, k, v, **kw)
+    _check(out, _oracle(q, k, v, q4, q4, 1.0, length, window), fresh_seed)
+
+
+@pytest.mark.parametrize("ratio", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("L,length,window", [(5, 5, None), (33, 517, None), (130, 401, 64), (77, 77, 16)])
+def test_prefill_causal_and_window(ratio, head_dim, L, length, window, fresh_seed, monkeypatch):
+    monkeypatch.setattr(attention, "PREFILL_SCORE_BYTES", 4096)  # smallest blocks: masks cross block edges
+    Hkv = 2
+    qk, qv = Quant(4, 32), Quant(8, 64)
+    k, v = _cache(1, Hkv, length, head_dim, qk), _cache(1, Hkv, length, head_dim, qv)
+    q = mx.random.normal((1, Hkv * ratio, L, head_dim))
+    kw = dict(scale=head_dim**-0.5, length=length, k_bits=4, v_bits=8, k_group=32, v_group=64, window=window)
+    out = attention.reference_prefill_attention(q, k, v, **kw)
+    _check(out, _oracle(q, k, v, qk, qv, head_dim**-0.5, length, window), fresh_seed)
+
+
+@pytest.mark.parametrize("window", [None, 40])
+def test_prefill_reads_the_chunk_exactly(window, fresh_seed):
+    """With `fresh`, the chunk's own positions come from exact K/V, the past from the cache."""
+    Hkv, D, L, length = 2, 128, 50, 300
+    q4 = Quant(4, 64)
+    k, v = _cache(1, Hkv, length, D, q4), _cache(1, Hkv, length, D, q4)
+    fresh = (mx.random.normal((1, Hkv, L, D)), mx.random.normal((1, Hkv, L, D)))
+    q = mx.random.normal((1, Hkv * 4, L, D))
+    kw = dict(scale=D**-0.5, length=length, k_bits=4, v_bits=4, k_group=64, v_group=64, window=window)
+    out = attention.reference_prefill_attention(q, k, v, fresh=fresh, **kw)
+    _check(out, _oracle(q, k, v, q4, q4, D**-0.5, length, window, fresh), fresh_seed)
+
+
+def test_output_dtype_follows_queries():
+    q4 = Quant(4, 64)
+    k, v = _cache(1, 1, 10, 64, q4), _cache(1, 1, 10, 64, q4)
+    for dtype in (mx.float16, mx.bfloat16, mx.float32):
+        q = mx.random.normal((1, 2, 1, 64)).astype(dtype)
+        out = attention.reference_decode_attention(q, k, v, scale=0.125, length=10, k_bits=4, v_bits=4,
+                                                   k_group=64, v_group=64)
+        assert out.dtype == dtype
+
+
+# -- the seam ------------------------------------------------------------------------------------
+def test_mlx_lm_still_routes_caches_with_bits_through_base():
+    """If this fails, mlx-lm moved the seam: Folio's int4 cache would silently get mlx-lm's attention."""
+    import inspect
+
+    from mlx_lm.models import base, gemma3_text, llama, qwen3
+
+    attention.check_seam()
+    src = inspect.getsource(base.scaled_dot_product_attention)
+    assert 'hasattr(cache, "bits")' in src and "quantized_scaled_dot_product_attention(" in src
+    for module in (llama, qwen3, gemma3_text):
+        assert module.scaled_dot_product_attention is base.scaled_dot_product_attention, module.__name__
+
+
+def test_install_is_idempotent_and_leaves_other_caches_alone():
+    from mlx_lm.models import base
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    attention.install()
+    first = base.quantized_scaled_dot_product_attention
+    attention.install()
+    assert base.quantized_scaled_dot_product_attention is first and first._folio
+    # mlx-lm's own quantized cache still takes mlx-lm's path through the wrapper.
+    c = QuantizedKVCache(group_size=64, bits=4)
+    k = mx.random.normal((1, 1, 8, 64))
+    keys, values = c.update_and_fetch(k, k)
+    q = mx.random.normal((1, 2, 1, 64))
+    before = attention.calls
+    # mlx-lm scales the queries in place (`queries *= scale`): each call gets its own copy.
+    out = base.scaled_dot_product_attention(q * 1, keys, values, cache=c, scale=0.125, mask=None)
+    ref = first._original(q * 1, keys, values, scale=0.125, mask=None, group_size=64, bits=4)
+    assert attention.calls == before
+    assert mx.allclose(out, ref).item()
+
+
+def test_check_seam_fails_loudly_when_moved(monkeypatch):
+    from mlx_lm.models import base
+
+    monkeypatch.delattr(base, "quantized_scaled_dot_product_attention")
+    with pytest.raises(attention.SeamMoved, match="mlx-lm moved"):
+        attention.check_seam()
+
+
+def test_forced_reference_path(monkeypatch):
+    monkeypatch.setenv("FOLIO_REFERENCE_ATTENTION", "1")
+    attention.force_reference(None)
+    try:
+        assert attention.path() == "reference"
+    finally:
+        attention.force_reference(None)
