@@ -162,10 +162,13 @@ class Store:
             logger.info("marked %d unfinished answer(s) as interrupted", len(dead))
 
     def close(self):
+        """Write what is still only in memory, then close; a message left generating is recovered on reopen."""
         with self._lock:
-            for msg_id in list(self._pending):
-                self._flush(msg_id)
-            self._db.close()
+            try:
+                for msg_id in list(self._pending):
+                    self._flush(msg_id)
+            finally:
+                self._db.close()
 
     def __enter__(self):
         return self
@@ -217,9 +220,13 @@ class Store:
     def delete_conversation(self, conv_id):
         with self._tx() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
-        for msg_id in [m for m in self._pending]:
-            if not self._query("SELECT 1 FROM messages WHERE id = ?", (msg_id,)):
-                self._pending.pop(msg_id, None)
+        self._forget_deleted()
+
+    def _forget_deleted(self):
+        with self._lock:
+            for msg_id in list(self._pending):
+                if not self._query("SELECT 1 FROM messages WHERE id = ?", (msg_id,)):
+                    del self._pending[msg_id]
 
     def update_conversation(self, conv_id, *, model_id=None, settings=None):
         with self._tx() as db:
@@ -295,12 +302,22 @@ class Store:
         return msg_id
 
     def update_stream(self, msg_id, content):
-        """Called per token with the whole text so far; reaches the disk at most about once a second."""
+        """Called per token with the whole text so far; reaches the disk at most about once a second.
+
+        Never raises for a failed write (it is called from a token slot): the text stays in memory,
+        the write is retried a second later, and finish_message reports what still fails.
+        """
         with self._lock:
-            _, last = self._pending.get(msg_id, ("", 0.0))
+            if msg_id not in self._pending:  # finished, deleted, or not begun by this store
+                return
+            _, last = self._pending[msg_id]
             self._pending[msg_id] = (content, last)
             if time.monotonic() - last >= STREAM_WRITE_INTERVAL_S:
-                self._flush(msg_id)
+                try:
+                    self._flush(msg_id)
+                except StoreError as e:
+                    self._pending[msg_id] = (content, time.monotonic())
+                    logger.warning("streaming answer %s kept in memory: %s", msg_id, e)
 
     def _flush(self, msg_id):
         content, _ = self._pending[msg_id]
@@ -335,9 +352,7 @@ class Store:
         with self._tx() as db:
             db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conv_id, msg_id))
             # Attachments stay: the edited message is usually re-sent with the same documents.
-        for m in [m for m in self._pending if m >= msg_id]:
-            if not self._query("SELECT 1 FROM messages WHERE id = ?", (m,)):
-                self._pending.pop(m, None)
+        self._forget_deleted()
 
     # -- search -----------------------------------------------------------
     def search(self, query) -> list[SearchHit]:

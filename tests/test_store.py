@@ -135,6 +135,9 @@ def test_stream_writes_at_most_once_a_second_and_finishes(store, monkeypatch):
     store.update_stream(m, "Hello world")
     store.finish_message(m, "Hello world!", "stopped", {"generated_tokens": 4, "finish_reason": "stopped"})
     assert on_disk() == ("Hello world!", "stopped")
+    clock[0] += 5
+    store.update_stream(m, "a late token signal")  # after finish: ignored, the final text stays
+    assert on_disk()[0] == store.messages(c)[-1].content == "Hello world!"
     assert store.messages(c)[-1].completion_tokens == 4
 
 
@@ -313,7 +316,7 @@ def test_newer_schema_is_moved_aside():
     s.close()
 
 
-def test_full_disk_gives_clear_message_and_loses_nothing(store):
+def test_full_disk_gives_clear_message_and_loses_nothing(store, monkeypatch):
     c = store.create_conversation()
     u = store.add_message(c, "user", "keep me")
     m = store.begin_stream(c)
@@ -322,6 +325,9 @@ def test_full_disk_gives_clear_message_and_loses_nothing(store):
     big = "y" * 200_000
     with pytest.raises(StoreError, match="disk is full"):
         store.add_message(c, "user", big)
+    monkeypatch.setattr("app.store.time.monotonic", lambda: 10**9)  # due for a write
+    store.update_stream(m, big)  # called from a token slot: keeps the text, never raises
+    assert store.messages(c)[-1].content == big
     with pytest.raises(StoreError, match="disk is full"):
         store.finish_message(m, big)
     assert [x.id for x in store.messages(c)] == [u, m]
