@@ -203,3 +203,11 @@ def test_the_app_worker_saves_after_a_turn_and_restores_on_reopen(model_dir, qtb
     # A new engine, as after quitting and reopening the app: the conversation's cache comes from disk.
     _, stats = turn(first + [{"role": "assistant", "content": text}, {"role": "user", "content": "More?"}])
     assert stats["cached_tokens"] > stats["prompt_tokens"] // 2
+
+    engine = Engine()  # deleting the conversation forgets its saved cache too
+    try:
+        engine.forget(5)
+        qtbot.waitUntil(lambda: 5 not in SavedCaches(limit_gb=1).entries, timeout=10_000)
+    finally:
+        engine.shutdown()
+    assert not SavedCaches(limit_gb=1).cache_path(5).exists()

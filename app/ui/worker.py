@@ -95,6 +95,7 @@ class _Worker(QObject):
     @Slot(int)
     def forget(self, conversation_id: int):
         self._sessions.pop(conversation_id, None)
+        self._saved_caches().discard(conversation_id)  # the conversation was deleted: so is its cache
 
     def _kv_mode(self, wanted: str) -> str:
         from app.engine import kvcache
