@@ -8,6 +8,7 @@ BENCHES = {
     "attention": "one decode step of attention over a compressed cache",
     "reopen": "time to first token reopening a long conversation: cold vs saved cache",
     "documents": "PDF extraction pages/s and the time to ingest a long PDF (extract, count, plan)",
+    "ui": "window responsiveness: 16 ms timer lateness while a 2,000-token answer streams into a 200-message chat",
 }
 
 

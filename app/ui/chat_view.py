@@ -7,7 +7,7 @@ change and width and caches it, so streaming re-lays out only the message that g
 import html
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPainterPath, QPalette, QTextDocument
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyledItemDelegate
 
@@ -169,15 +169,17 @@ class MessageDelegate(QStyledItemDelegate):
             f'{foot_html}{" &nbsp; " if foot_html else ""}{actions_html}</p></div>'
         )
 
-    def _is_last_assistant(self, index) -> bool:
-        model = index.model()
-        return index.row() == model.rowCount() - 1 and model.data(index, TranscriptModel.EntryRole).role == "assistant"
+    def _entry(self, index) -> tuple[Entry, bool]:
+        # Straight from the model's list: sizeHint runs for every row on each relayout.
+        entries = index.model().entries
+        row = index.row()
+        e = entries[row]
+        return e, row == len(entries) - 1 and e.role == "assistant"
 
     def document(self, index, width: int, palette: QPalette) -> QTextDocument:
-        e: Entry = index.data(TranscriptModel.EntryRole)
+        e, last = self._entry(index)
         bubble = self._bubble_width(e, width)
-        last = self._is_last_assistant(index)
-        key = (e.id, e.revision, bubble, palette.color(QPalette.Window).rgb(), last, self.model_name)
+        key = (e.revision, bubble, last, self.model_name)
         cached = self._docs.get(e.id)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -203,7 +205,7 @@ class MessageDelegate(QStyledItemDelegate):
 
     def _geometry(self, index, option_rect, palette):
         """The bubble's rect and its document, inside the row's rect."""
-        e: Entry = index.data(TranscriptModel.EntryRole)
+        e = self._entry(index)[0]
         width = option_rect.width()
         doc = self.document(index, width, palette)
         bw = self._bubble_width(e, width)
@@ -222,7 +224,7 @@ class MessageDelegate(QStyledItemDelegate):
         return QSize(option.rect.width(), int(doc.size().height()) + 2 * self.PAD + 2 * self.MARGIN_Y)
 
     def paint(self, painter: QPainter, option, index):
-        e: Entry = index.data(TranscriptModel.EntryRole)
+        e = self._entry(index)[0]
         rect, doc = self._geometry(index, option.rect, option.palette)
         painter.save()
         painter.setRenderHint(QPainter.Antialiasing)
@@ -266,6 +268,7 @@ class ChatView(QListView):
         self.setFrameShape(QListView.NoFrame)
         self.setContextMenuPolicy(Qt.DefaultContextMenu)
         self.placeholder = "Ask anything. Everything stays on this Mac."
+        self._heights: dict = {}
         self.transcript.dataChanged.connect(self._on_changed)
         self.transcript.rowsInserted.connect(lambda *_: self._follow(force=True))
         self.transcript.modelReset.connect(self._on_reset)
@@ -280,12 +283,26 @@ class ChatView(QListView):
 
     def _on_changed(self, top, *_):
         following = self._at_bottom()
-        # The row's height may have changed: relayout (sizes come from the delegate's cache).
-        self.delegate.sizeHintChanged.emit(top)
+        # A relayout asks every row for its size: do it only when this row's height changed,
+        # which while streaming is once per wrapped line, not once per update.
+        width = self.viewport().width()
+        height = self.delegate.document(top, width, self.palette()).size().height()
+        e = self.transcript.entries[top.row()]
+        if self._heights.get(e.id) != (width, height):
+            self._heights[e.id] = (width, height)
+            self.delegate.sizeHintChanged.emit(top)
+        else:
+            self.viewport().update(self.visualRect(top))
         if following:
             self.scrollToBottom()
 
+    def changeEvent(self, event):
+        if event.type() == QEvent.PaletteChange:
+            self.delegate.forget()  # documents carry the old colors
+        super().changeEvent(event)
+
     def _on_reset(self):
+        self._heights.clear()
         self.delegate.forget()
         self.scrollToBottom()
 

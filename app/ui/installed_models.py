@@ -1,6 +1,8 @@
-"""Models this computer already has: the Hugging Face cache and folders the user imported.
+"""Models this computer already has, for the toolbar's picker: the HF cache and imported folders.
 
-Reads only what is on disk (never the network), so the toolbar's picker fills instantly.
+Reads only file names on disk (never the network, never the loader): app.hub.installed checks
+each folder with the engine's loader, which imports mlx, and the UI thread must not. The
+worker validates a model fully when it loads it.
 """
 
 from dataclasses import dataclass
@@ -23,9 +25,12 @@ def scan(imported=()) -> list[InstalledModel]:
     try:
         from huggingface_hub import scan_cache_dir
 
-        cache = scan_cache_dir()
+        from app.hub import download, net
+
+        unfinished = {d["repo_id"] for d in download.pending()}
+        cache = scan_cache_dir(net.hub_cache())
         for repo in cache.repos:
-            if repo.repo_type != "model":
+            if repo.repo_type != "model" or repo.repo_id in unfinished:
                 continue
             # A model counts only once a snapshot holds its config and weights.
             complete = any(
