@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--chunk", type=int, default=256, help="tokens fed per forward pass")
     p.add_argument("--kv", nargs="+", default=["int8", "int4", "auto", *MLX_LM_MODES],
                    help="modes: fp16 int8 int4 auto, a spec like k8g128v4g64r, mlx-lm-4bit, mlx-lm-8bit")
+    p.add_argument("--compressed-chunk", action="store_true",
+                   help="Folio modes read each chunk's own K/V compressed too, as mlx-lm's cache does")
     p.add_argument("--json", action="store_true")
 
 
@@ -96,7 +98,7 @@ def run(args) -> int:
 
     import mlx.core as mx
 
-    from app.engine import loader, policy
+    from app.engine import kvcache, loader, policy
     from app.engine.errors import FolioError
 
     for mode in args.kv:
@@ -114,6 +116,7 @@ def run(args) -> int:
         print(f"The text has {len(tokens):,} tokens; {args.windows} windows of {args.context:,} need {need:,}.")
         return 1
     loaded.model.set_dtype(mx.float32)
+    kvcache.EXACT_CHUNK = not args.compressed_chunk
     per_mode = {m: [] for m in args.kv}
     bits = {}
     for w in range(args.windows):
@@ -138,14 +141,17 @@ def run(args) -> int:
             "per_window": [{"top1_agreement": r["top1"], "mean_kl": r["kl"]} for r in runs],
         })
     result = {"model": loaded.model_id, "context": args.context, "windows": args.windows, "chunk": args.chunk,
-              "weights": "float32", "results": results, "machine": machine()}
+              "weights": "float32",
+              "exact_chunk": not args.compressed_chunk, "results": results, "machine": machine()}
     rows = [[r["mode"], r["policy"], r["bits_per_element"], r["top1_agreement"],
              " / ".join(f"{x['top1_agreement']:.3f}" for x in r["per_window"]), r["mean_kl"],
              " / ".join(f"{x['mean_kl']:.4f}" for x in r["per_window"]), r["ppl_fp16"], r["ppl"],
              f"{100 * (r['ppl'] / r['ppl_fp16'] - 1):+.1f}%"] for r in results]
     text = table(["mode", "policy", "bits/el", "top-1", "per window", "mean KL", "per window", "ppl fp16", "ppl",
                   "ppl change"], rows)
-    emit(args, result, f"{loaded.model_id}, context {args.context}, {args.windows} windows, chunks of {args.chunk}\n{text}")
+    how = "each chunk read compressed" if args.compressed_chunk else "each chunk's own K/V exact, the past compressed"
+    emit(args, result, f"{loaded.model_id}, context {args.context}, {args.windows} windows, chunks of {args.chunk} "
+                       f"({how})\n{text}")
     return 0
 
 

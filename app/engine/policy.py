@@ -20,8 +20,12 @@ from app.engine.layout import LayerSpec, Quant
 
 MODES = ("auto", "int4", "int8", "fp16")
 _SPEC = re.compile(r"^k(4|8)g(32|64|128)(r?)(c?)v(4|8)g(32|64|128)(r?)(c?)$")
-# Above this key-error gain, 4-bit keys lose too much even rotated (docs/kv-cache.md).
+# Above this key-error gain, auto keeps 8-bit keys (docs/kv-cache.md).
 HIGH_GAIN = 2.0
+# Every compressed mode rotates and centers: both are free at attention time and won every
+# measurement (docs/kv-cache.md).
+INT4 = Quant(4, 64, rotate=True, center=True)
+INT8 = Quant(8, 64, rotate=True, center=True)
 
 
 class PolicyError(FolioError):
@@ -91,21 +95,20 @@ def choose(shape, mode: str) -> Policy:
         raise PolicyError(f"Compressed KV modes need a head_dim divisible by 32; this model has {shape.head_dim}.")
     d = shape.head_dim
     if mode == "int8":
-        spec = LayerSpec(_fit(Quant(8, 64), d), _fit(Quant(8, 64), d))
+        spec = LayerSpec(_fit(INT8, d), _fit(INT8, d))
     elif mode == "int4":
-        spec = LayerSpec(_fit(Quant(4, 64, True), d), _fit(Quant(4, 64, True), d))
+        spec = LayerSpec(_fit(INT4, d), _fit(INT4, d))
     elif mode == "auto":
-        return _auto(shape)
+        spec = _auto(shape)
+        return Policy(f"auto ({spec.tag()})", (spec,) * n)
     else:
-        spec = parse_spec(mode, d)
-        return Policy(mode, (spec,) * n)
+        return Policy(mode, (parse_spec(mode, d),) * n)
     return Policy(mode, (spec,) * n)
 
 
-def _auto(shape) -> Policy:
+def _auto(shape) -> LayerSpec:
+    """8-bit keys where the key-error gain is high, else int4; values always 4-bit (evidence: docs/kv-cache.md)."""
     d = shape.head_dim
     if key_gain(shape) > HIGH_GAIN:
-        spec = LayerSpec(_fit(Quant(8, 128, True), d), _fit(Quant(4, 64, True), d))
-    else:
-        spec = LayerSpec(_fit(Quant(8, 128, True), d), _fit(Quant(4, 64, True), d))
-    return Policy(f"auto ({spec.tag()})", (spec,) * shape.kv_layers)
+        return LayerSpec(_fit(Quant(8, 128, True, True), d), _fit(INT4, d))
+    return LayerSpec(_fit(INT4, d), _fit(INT4, d))
