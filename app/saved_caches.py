@@ -119,7 +119,10 @@ class SavedCaches:
             raise SavedCacheError(_why(e, self.folder)) from None
         self.entries[int(conv_id)] = Entry(int(conv_id), model_id, policy, len(tokens), size, time.time())
         self._evict(keep=int(conv_id))
-        self._write_index()
+        try:
+            self._write_index()
+        except OSError as e:
+            raise SavedCacheError(_why(e, self.folder)) from None
         return True
 
     def load(self, conv_id, *, model_id: str, policy: str):
