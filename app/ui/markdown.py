@@ -52,6 +52,11 @@ def render(text: str, colors: Colors = Colors()) -> Rendered:
     if start < len(tokens):
         parts.append(md.renderer.render(tokens[start:], md.options, {}))
     body = "".join(parts)
+    # Qt's rich text draws tables without lines or padding unless told.
+    body = body.replace(
+        "<table>", f'<table border="1" cellspacing="0" cellpadding="5" style="border-color: {colors.code_header};'
+        ' border-style: solid; margin-top: 6px; margin-bottom: 6px;">'
+    )
     # Qt's rich text keeps inline code unstyled unless told.
     body = body.replace("<code>", f"<code style=\"font-family: {MONO}; background-color: {colors.code_bg};\">")
     return Rendered(body, blocks)
