@@ -160,3 +160,30 @@ def test_forced_reference_path(monkeypatch):
         assert attention.path() == "reference"
     finally:
         attention.force_reference(None)
+
+
+# -- folio bench attention -----------------------------------------------------------------------
+def test_attention_bench_json(capsys):
+    import json
+
+    from app.bench import attention as bench
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "attention", "--backend", "reference", "--contexts", "300,1000",
+                                      "--heads", "8", "--kv-heads", "2", "--head-dim", "64", "--repeats", "1",
+                                      "--calls", "1", "--json"])
+    assert bench.run(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "reference" and [r["context"] for r in result["rows"]] == [300, 1000]
+    for r in result["rows"]:
+        assert {"context", "fp16_sdpa_ms", "dequant_sdpa_ms", "mlx_lm_quantized_ms", "folio_ms", "floor_ms"} <= set(r)
+        assert r["folio_ms"] > 0
+
+
+def test_attention_bench_refuses_a_missing_backend(capsys):
+    from app.bench import attention as bench
+    from app.cli import build_parser
+
+    wanted = "metal" if attention.kernel_backend() != "metal" else "cuda"
+    args = build_parser().parse_args(["bench", "attention", "--backend", wanted])
+    assert bench.run(args) == 2 and f"No {wanted} kernel" in capsys.readouterr().out

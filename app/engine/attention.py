@@ -33,7 +33,7 @@ logger = log.get("attention")
 _NEG = -1e30
 DECODE_BLOCK = 8192
 # Prefill score blocks are sized to about this many bytes of fp32 scores.
-PREFILL_SCORE_BYTES = 8 * 2**20
+PREFILL_SCORE_BYTES = 4 * 2**20
 
 
 class SeamMoved(FolioError):
@@ -152,11 +152,16 @@ def _kernels():
     return kernels
 
 
+def kernel_backend() -> str | None:
+    """The fused kernel's backend on this machine ("metal", "cuda"), or None."""
+    kernels = _kernels()
+    return kernels.available() if kernels is not None else None
+
+
 @functools.lru_cache(maxsize=1)
 def path() -> str:
     """'metal', 'cuda' (a fused kernel) or 'reference'; logged once when first decided."""
-    kernels = _kernels()
-    backend = kernels.available() if kernels is not None else None
+    backend = kernel_backend()
     if backend and _force_from_env_or_settings():
         logger.info("attention path: reference (forced; %s kernel available)", backend)
         return "reference"
@@ -167,19 +172,35 @@ def path() -> str:
     return "reference"
 
 
+def _unsupported(kernels):
+    return getattr(kernels, "KernelUnsupported", ())
+
+
+@functools.lru_cache(maxsize=32)
+def _say_fallback(what: str):
+    logger.info("attention path: reference for %s (the kernel does not cover it)", what)
+
+
 def decode_attention(q, k, v, **kw):
     if path() != "reference":
-        return _kernels().decode_attention(q, k, v, **kw)
+        kernels = _kernels()
+        try:
+            return kernels.decode_attention(q, k, v, **kw)
+        except _unsupported(kernels) as e:
+            _say_fallback(str(e))
     return reference_decode_attention(q, k, v, **kw)
 
 
 def prefill_attention(q, k, v, fresh=None, **kw):
     kernels = _kernels()
     if path() != "reference" and hasattr(kernels, "prefill_attention"):
-        if fresh is None:
-            return kernels.prefill_attention(q, k, v, **kw)
-        if "fresh" in inspect.signature(kernels.prefill_attention).parameters:
-            return kernels.prefill_attention(q, k, v, fresh=fresh, **kw)
+        try:
+            if fresh is None:
+                return kernels.prefill_attention(q, k, v, **kw)
+            if "fresh" in inspect.signature(kernels.prefill_attention).parameters:
+                return kernels.prefill_attention(q, k, v, fresh=fresh, **kw)
+        except _unsupported(kernels) as e:
+            _say_fallback(str(e))
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
 
 
