@@ -214,3 +214,12 @@ def test_the_app_worker_saves_after_a_turn_and_restores_on_reopen(model_dir, qtb
     finally:
         engine.shutdown()
     assert not SavedCaches(limit_gb=1).cache_path(5).exists()
+
+
+def test_bench_reopen_bad_model_is_one_line(tmp_path, capsys):
+    from app.cli import main
+
+    assert main(["bench", "reopen", "--model", str(tmp_path / "missing"), "--json"]) == 1
+    out = capsys.readouterr()
+    assert out.out.strip().startswith("folio bench reopen: No model folder") and "Traceback" not in out.err
+    assert len(out.out.strip().splitlines()) == 1
