@@ -32,13 +32,14 @@ def test_key_gain():
     assert policy.key_gain(shape(256, scale=1.0)) == pytest.approx(16.0)
 
 
-def test_auto_keeps_8_bit_keys_only_where_key_error_is_amplified():
-    normal = policy.choose(shape(128), "auto")
-    assert normal.layers[0].k.bits == 4 and normal.bits_per_element(shape(128)) == pytest.approx(4.5)
-    gemma = shape(256, scale=1.0, windows=(512,) * 5 + (None,))
-    hot = policy.choose(gemma, "auto")
-    assert hot.layers[0].k.bits == 8 and hot.layers[0].v.bits == 4
-    assert hot.name.startswith("auto (") and hot.bits_per_element(gemma) <= 6.5
+def test_auto_is_8_bit_keys_4_bit_values_within_6_5_bits():
+    for s in (shape(128), shape(256, scale=1.0, windows=(512,) * 5 + (None,)), shape(64)):
+        p = policy.choose(s, "auto")
+        k, v = p.layers[0].k, p.layers[0].v
+        assert (k.bits, v.bits) == (8, 4) and k.rotate and k.center and v.rotate and v.center
+        assert k.group == min(128, s.head_dim)
+        assert p.bits_per_element(s) <= 6.5
+    assert "key gain 16" in policy.choose(shape(256, scale=1.0), "auto").name
 
 
 def test_sliding_windows_weigh_bits_by_what_each_layer_holds():
