@@ -52,6 +52,7 @@ def main(argv=None) -> int:
         return 1
     window = MainWindow(settings, store)
     window.show()
+    window.show_welcome_if_first_run()
     logger.info("app started")
     code = app.exec()
     store.close()

@@ -105,6 +105,19 @@ class TranscriptModel(QAbstractListModel):
             self.endRemoveRows()
 
 
+def _attachment_line(a, sent: dict | None) -> str:
+    """"report.pdf · 300 pages · 152,340 tokens · whole", or which passages went in when it did not fit."""
+    name = getattr(a, "file_name", str(a))
+    if not sent:
+        return name
+    size = f"{sent['pages']:,} pages" if sent.get("kind") == "pdf" else "text"
+    how = "whole"
+    if sent.get("mode") == "passages":
+        shown = ", ".join(sent.get("passages", [])[:6]) + (" …" if len(sent.get("passages", [])) > 6 else "")
+        how = f"passages only ({shown or 'none matched'})"
+    return f"{name} · {size} · {sent.get('tokens', 0):,} tokens · {how}"
+
+
 def _hex(c: QColor) -> str:
     return c.name()
 
@@ -137,8 +150,9 @@ class MessageDelegate(QStyledItemDelegate):
         self._blocks[e.id] = rendered.code_blocks
         body = rendered.html
         if e.role == "user" and e.attachments:
-            names = ", ".join(html.escape(getattr(a, "file_name", str(a))) for a in e.attachments)
-            body += f'<p style="color: {colors.muted};">📎 {names}</p>'
+            sent = {d.get("attachment_id"): d for d in e.stats.get("documents", [])}
+            lines = [html.escape(_attachment_line(a, sent.get(getattr(a, "id", None)))) for a in e.attachments]
+            body += f'<p style="color: {colors.muted};">' + "<br>".join(f"📎 {x}" for x in lines) + "</p>"
         foot = []
         if e.progress and e.state in ("generating", "waiting"):
             done, total = e.progress

@@ -173,6 +173,15 @@ class Composer(QFrame):
             self._rebuild_chips()
             self.attachmentsChanged.emit(list(self.attachments))
 
+    def failed_files(self) -> list[Path]:
+        """Attached files whose chip shows why they cannot be read."""
+        return [p for p in self.attachments if p in self.chip_widgets and self.chip_widgets[p].state == "error"]
+
+    def keep_only(self, files):
+        """After a send: only `files` stay attached (their chips keep what they show)."""
+        self.attachments = [p for p in self.attachments if p in set(map(Path, files))]
+        self._rebuild_chips()
+
     def clear_attachments(self):
         if self.attachments:
             self.attachments = []

@@ -11,17 +11,17 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QUrl
+from PySide6.QtCore import QEvent, QSettings, Qt, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QToolBar,
-    QVBoxLayout, QWidget,
+    QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter,
+    QStackedWidget, QToolBar, QVBoxLayout, QWidget,
 )
 
 from app import __version__, log, paths
 from app.engine.errors import FolioError
 from app.settings import CONVERSATION_OVERRIDES
-from app.ui import installed_models, theme
+from app.ui import theme
 from app.ui.chat_view import ChatView, Entry, entry_from_message
 from app.ui.composer import Composer
 from app.ui.settings_dialog import ConversationSettingsDialog, PreferencesDialog, effective
@@ -36,11 +36,26 @@ MANAGER = "__manager__"
 
 @dataclass
 class Answer:
-    """One job in flight: where its text goes."""
+    """One job in flight: where its text goes, and what to give back if it is cancelled before a word."""
 
     conversation_id: int
     message_id: int
     text: str = ""
+    user_message_id: int | None = None  # the message this send added; None for a regenerate
+    draft: tuple = ()  # (text, files) the composer held before sending
+
+
+@dataclass
+class Pending:
+    """A send whose documents the engine thread is reading and planning; nothing is stored yet."""
+
+    request: int
+    conversation_id: int
+    text: str
+    files: list  # paths of new attachments
+    stored: list  # dicts of documents already in the store (an edited message's)
+    editing: int | None
+    passages_ok: bool = False  # the user saw that they do not fit whole and chose passages
 
 
 class Banner(QWidget):
@@ -89,6 +104,10 @@ class MainWindow(QMainWindow):
         self.engine = engine or Engine(self)
         self.conversation_id: int | None = None
         self.answers: dict[int, Answer] = {}  # job id -> answer
+        self.pending: Pending | None = None  # a send waiting for its documents
+        self.models: list[dict] = []  # installed models, from app.hub through the worker
+        self._manager = None
+        self._offer = None  # (conversation, text, files) told "does not fit whole"
         self.model_name = ""  # requested
         self.model_info: dict = {}  # loaded
         self.last_stats: dict = {}
@@ -100,17 +119,18 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_menus()
         self._connect_engine()
+        # Files dropped on the Dock icon (or opened with Folio in Finder) come as QFileOpenEvents.
+        QApplication.instance().installEventFilter(self)
         self.window_state = QSettings(str(paths.data_dir() / "window.ini"), QSettings.IniFormat)
         self._restore_geometry()
 
         if store.notice:
             self.banner.show_message(store.notice, "error")
+        self._fill_picker([])
         self.refresh_models()
         self.sidebar.refresh()
         ids = self.sidebar.conversation_ids()
         self.open_conversation(ids[0] if ids else None)
-        if self.settings.last_model and self._picker_has(self.settings.last_model):
-            self.choose_model(self.settings.last_model)
 
     # -- construction -----------------------------------------------------
     def _build_widgets(self):
@@ -134,13 +154,19 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([240, 760])
-        central = QWidget()
-        outer = QVBoxLayout(central)
+        self.chat_page = QWidget()
+        outer = QVBoxLayout(self.chat_page)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
         outer.addWidget(self.splitter, 1)
         outer.addWidget(self.stats)
-        self.setCentralWidget(central)
+        # The chat, or the first-run welcome in its place.
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.chat_page)
+        self.setCentralWidget(self.pages)
+        self.welcome = None
+        # A file dropped on the search box is an attachment, not text to search for.
+        self.sidebar.search.setAcceptDrops(False)
 
         self.sidebar.conversationSelected.connect(self.open_conversation)
         self.sidebar.searchHitSelected.connect(self._open_hit)
@@ -234,28 +260,51 @@ class MainWindow(QMainWindow):
         w.notice.connect(self._on_notice)
         w.documentProgress.connect(self.composer.show_reading)
         w.documentsInspected.connect(self.composer.show_documents)
+        w.prepared.connect(self._on_prepared)
+        w.prepareFailed.connect(self._on_prepare_failed)
+        w.modelsListed.connect(self._on_models_listed)
 
     # -- models -----------------------------------------------------------
     def refresh_models(self):
-        models = installed_models.scan(self.settings.imported_models)
-        self.picker.blockSignals(True)
-        self.picker.clear()
-        for m in models:
-            self.picker.addItem(m.label, m.name)
-        if not models:
-            self.picker.addItem("No model installed", None)
-        self.picker.insertSeparator(self.picker.count())
-        self.picker.addItem("Open Model Manager…", MANAGER)
-        index = self.picker.findData(self.model_name) if self.model_name else -1
-        self.picker.setCurrentIndex(max(index, 0))
-        self.picker.blockSignals(False)
+        """Ask the engine thread for the installed models (app.hub checks folders with the loader,
+        which imports mlx); the picker fills when `modelsListed` comes back."""
+        self.engine.list_models(self.settings.imported_models)
+
+    def _on_models_listed(self, models: list):
+        first = not self.models and self.picker.property("listed") is None
+        self.picker.setProperty("listed", True)
+        self._fill_picker(models)
         if not models:
             self.banner.show_message(
                 "No model is installed yet. Open the Model Manager to download one, "
                 "or import a model folder you already have.",
                 "info", "Open Model Manager", self.open_model_manager,
             )
-        return models
+        elif self.banner.text().startswith("No model is installed"):
+            self.banner.hide()
+        if first and not self.model_name and self.settings.last_model and self._picker_has(self.settings.last_model):
+            self.choose_model(self.settings.last_model)
+
+    def _fill_picker(self, models: list):
+        self.models = list(models)
+        self.picker.blockSignals(True)
+        self.picker.clear()
+        for m in models:
+            label = m["name"] if m["source"] == "hub" else Path(m["name"]).name
+            self.picker.addItem(label, m["name"])
+            if m["problem"]:  # listed so the user sees it, but it cannot be chosen
+                i = self.picker.count() - 1
+                self.picker.setItemData(i, m["problem"], Qt.ToolTipRole)
+                self.picker.model().item(i).setEnabled(False)
+        if self.model_name and not self._picker_has(self.model_name):
+            self.picker.insertItem(0, Path(self.model_name).name, self.model_name)
+        if not self.picker.count():
+            self.picker.addItem("No model installed", None)
+        self.picker.insertSeparator(self.picker.count())
+        self.picker.addItem("Open Model Manager…", MANAGER)
+        index = self.picker.findData(self.model_name) if self.model_name else -1
+        self.picker.setCurrentIndex(max(index, 0))
+        self.picker.blockSignals(False)
 
     def _picker_has(self, name: str) -> bool:
         return self.picker.findData(name) >= 0
@@ -297,9 +346,16 @@ class MainWindow(QMainWindow):
                 "or choose a model folder with Chat ▸ Import Model Folder.",
             )
             return
-        self._manager = ModelManagerWindow(self)
-        self._manager.modelChosen.connect(self._manager_chose)
+        if self._manager is None:
+            self._manager = ModelManagerWindow(self)
+            self._manager.modelChosen.connect(self._manager_chose)
+            # Downloads, imports and deletions there change what the picker offers.
+            self._manager.installedChanged.connect(self._on_models_listed)
+        else:
+            self._manager.refresh()
         self._manager.show()
+        self._manager.raise_()
+        return self._manager
 
     def import_model_folder(self):
         folder = QFileDialog.getExistingDirectory(self, "Import Model Folder", str(Path.home()))
@@ -366,7 +422,8 @@ class MainWindow(QMainWindow):
         else:
             self.setWindowTitle("Folio")
         self.chat.transcript.set_entries(entries)
-        self.composer.set_busy(self._job_for(conv_id) is not None)
+        waiting = self.pending is not None and self.pending.conversation_id == conv_id
+        self.composer.set_busy(self._job_for(conv_id) is not None or waiting)
 
     def _open_hit(self, conv_id: int, message_id: int):
         self.open_conversation(conv_id)
@@ -411,47 +468,167 @@ class MainWindow(QMainWindow):
                 "info", "Open Model Manager", self.open_model_manager,
             )
             return
-        if self._job_for(self.conversation_id) is not None:
+        if self._job_for(self.conversation_id) is not None or self.pending is not None:
             return
+        # Files that cannot be read keep their chip and its message; they hold nothing else back.
+        files = [p for p in self.composer.attachments if p not in self.composer.failed_files()]
+        editing = self.composer.editing
+        stored = self._stored_documents(editing) if editing is not None else []
         try:
             if self.conversation_id is None:
                 self.new_conversation()
-            conv_id = self.conversation_id
-            if self.composer.editing is not None:
-                self.store.delete_messages_from(conv_id, self.composer.editing)
-            self.store.add_message(conv_id, "user", text)
+        except FolioError as e:
+            self.banner.show_message(str(e), "error")
+            return
+        conv_id = self.conversation_id
+        if files or stored:
+            # A second Send after "does not fit" takes the passages.
+            passages_ok = self._offer == (conv_id, text, files)
+            self._offer = None
+            self._prepare(Pending(0, conv_id, text, files, stored, editing, passages_ok))
+            return
+        try:
+            if editing is not None:
+                self.store.delete_messages_from(conv_id, editing)
+            user_id = self.store.add_message(conv_id, "user", text)
         except FolioError as e:
             # The text stays in the composer: nothing the user typed is lost.
             self.banner.show_message(str(e), "error")
             return
         self.composer.clear()
-        self.composer.clear_attachments()
         self.open_conversation(conv_id)
         self.sidebar.refresh()
-        self.start_answer(conv_id)
+        self.start_answer(conv_id, user_id, (text, []))
+
+    # -- documents --------------------------------------------------------
+    def _values(self, conv) -> dict:
+        """Preferences with the chat's overrides, and the larger context the chat took for its documents."""
+        values = effective(self.settings, conv.settings if conv else None)
+        wider = int((conv.settings or {}).get("context_length", 0)) if conv else 0
+        if wider and values["context_length"] and wider > values["context_length"]:
+            values["context_length"] = wider
+        elif wider and not values["context_length"]:
+            values["context_length"] = wider
+        return values
+
+    def _stored_documents(self, message_id: int) -> list[dict]:
+        """An edited message's documents, from the store: they go with the new text."""
+        for m in self.store.messages(self.conversation_id):
+            if m.id == message_id:
+                kinds = {d.get("attachment_id"): d.get("kind", "pdf") for d in m.stats.get("documents", [])}
+                return [{"attachment_id": a.id, "name": a.file_name, "kind": kinds.get(a.id, "pdf"),
+                         "sha256": a.sha256, "text": a.text} for a in m.attachments]
+        return []
+
+    def _prepare(self, p: Pending):
+        """Ask the engine thread to read and plan the documents; the send completes in `_on_prepared`."""
+        conv = self.store.get_conversation(p.conversation_id)
+        values = self._values(conv)
+        history = self._prompt(p.conversation_id, values, before=p.editing)
+        messages = history + [{"role": "user", "content": p.text}]
+        p.request = self.engine.prepare(p.conversation_id, messages, [*p.stored, *map(str, p.files)],
+                                        values["kv_mode"], values["context_length"])
+        self.pending = p
+        self.composer.set_busy(True)
+        self.stats.set_state("reading documents…")
+
+    def _on_prepared(self, request: int, plan: dict):
+        p = self.pending
+        if p is None or p.request != request:
+            return
+        if not plan["fits"] and plan["larger_context"] and not p.passages_ok:
+            # Not silently: say so with the numbers, offer the larger context, or passages on a second Send.
+            self.pending = None
+            self._settle_pending(p)
+            names = ", ".join(d["name"] for d in plan["documents"] if d["mode"] != "full")
+            self.banner.show_message(
+                f"{names} does not fit whole. {plan['reason']} Send again for the most relevant passages only.",
+                "warning", f"Use {plan['larger_context']:,} Tokens of Context",
+                lambda n=plan["larger_context"], c=p.conversation_id: self._widen_context(c, n),
+            )
+            self._offer = (p.conversation_id, p.text, list(p.files))
+            return
+        self.pending = None
+        self._commit(p, plan)
+
+    def _widen_context(self, conv_id: int, tokens: int):
+        conv = self.store.get_conversation(conv_id)
+        self.store.update_conversation(conv_id, settings={**(conv.settings or {}), "context_length": tokens})
+        self.banner.hide()
+        self._offer = None
+        if conv_id == self.conversation_id and self.composer.text().strip():
+            self.composer.send()
+
+    def _on_prepare_failed(self, request: int, reason: str):
+        p = self.pending
+        if p is None or p.request != request:
+            return
+        self.pending = None
+        self._settle_pending(p)
+        if reason:  # "" is a cancel: the composer still holds everything
+            self.banner.show_message(reason, "error")
+
+    def _settle_pending(self, p: Pending):
+        if p.conversation_id == self.conversation_id:
+            self.composer.set_busy(False)
+        self.stats.set_state("idle" if not self.answers else "generating")
+
+    def _commit(self, p: Pending, plan: dict):
+        """Store the documents and the message, then answer. What the model read is kept with the
+        message, so later turns send exactly the same prompt (and reuse its cache)."""
+        conv_id = p.conversation_id
+        try:
+            known = {(a.file_name, a.sha256): a.id for a in self.store.attachments(conv_id)}
+            ids, sent = [], []
+            for d in plan["documents"]:
+                att = known.get((d["name"], d["sha256"])) or self.store.add_attachment(
+                    conv_id, d["name"], d["sha256"], d["pages"], d["text"], d["tokens"])
+                ids.append(att)
+                sent.append({"attachment_id": att, **{k: d[k] for k in ("name", "kind", "pages", "tokens", "mode", "passages")}})
+            if p.editing is not None:
+                self.store.delete_messages_from(conv_id, p.editing)
+            user_id = self.store.add_message(conv_id, "user", p.text, attachment_ids=ids,
+                                             stats={"documents": sent, "prompt": plan["message"]})
+        except FolioError as e:
+            self._settle_pending(p)
+            self.banner.show_message(str(e), "error")
+            return
+        on_screen = conv_id == self.conversation_id
+        if on_screen:
+            self.composer.clear()
+            self.composer.keep_only(self.composer.failed_files())
+        self.open_conversation(self.conversation_id)
+        self.sidebar.refresh()
+        notes = [w for w in plan["warnings"] if "does not fit" in w or "passages" in w]
+        if notes and on_screen:
+            self.banner.show_message(" ".join(notes), "info")
+        self.start_answer(conv_id, user_id, (p.text, list(p.files)))
 
     def _inspect_documents(self, paths: list):
         """Ask the engine thread what each attached document costs in this conversation."""
         if not paths:
             return
         conv = self.store.get_conversation(self.conversation_id) if self.conversation_id is not None else None
-        values = effective(self.settings, conv.settings if conv else None)
+        values = self._values(conv)
         messages = self._prompt(conv.id, values) if conv else []
         self.engine.inspect_documents(paths, messages, values["kv_mode"], values["context_length"])
 
-    def _prompt(self, conv_id: int, values: dict) -> list[dict]:
+    def _prompt(self, conv_id: int, values: dict, before: int | None = None) -> list[dict]:
         messages = []
         if values["system_prompt"].strip():
             messages.append({"role": "system", "content": values["system_prompt"]})
         for m in self.store.messages(conv_id):
+            if before is not None and m.id >= before:
+                break
             if m.role == "system" or m.state in ("failed", "generating") or not m.content:
                 continue
-            messages.append({"role": m.role, "content": m.content})
+            # A message sent with documents: the model saw them planned into it.
+            messages.append({"role": m.role, "content": m.stats.get("prompt") or m.content})
         return messages
 
-    def start_answer(self, conv_id: int):
+    def start_answer(self, conv_id: int, user_message_id: int | None = None, draft: tuple = ()):
         conv = self.store.get_conversation(conv_id)
-        values = effective(self.settings, conv.settings)
+        values = self._values(conv)
         messages = self._prompt(conv_id, values)
         msg_id = self.store.begin_stream(conv_id)
         params = {
@@ -459,7 +636,7 @@ class MainWindow(QMainWindow):
             "min_p": values["min_p"], "repetition_penalty": values["repetition_penalty"],
         }
         job = self.engine.generate(conv_id, messages, params, values["kv_mode"], values["context_length"])
-        self.answers[job] = Answer(conv_id, msg_id)
+        self.answers[job] = Answer(conv_id, msg_id, user_message_id=user_message_id, draft=draft)
         if self.model_info.get("model_id"):
             self.store.update_conversation(conv_id, model_id=self.model_info["model_id"])
         waiting = len(self.answers) > 1
@@ -471,6 +648,8 @@ class MainWindow(QMainWindow):
 
     def stop(self):
         job = self._job_for(self.conversation_id)
+        if job is None and self.pending is not None and self.pending.conversation_id == self.conversation_id:
+            job = self.pending.request
         if job is not None:
             self.engine.stop(job)
             self.stats.set_state("stopping…")
@@ -540,8 +719,11 @@ class MainWindow(QMainWindow):
         self._settle(a)
         try:
             if reason == "cancelled" and not text:
-                # Stopped before the first word: the conversation is as it was.
-                self.store.delete_messages_from(a.conversation_id, a.message_id)
+                # Stopped before the first word (during the prefill): the conversation is as it was,
+                # and what was sent goes back into the composer.
+                self.store.delete_messages_from(a.conversation_id, a.user_message_id or a.message_id)
+                if a.user_message_id is not None:
+                    self._restore_draft(a)
             else:
                 state = "stopped" if reason in ("stopped", "cancelled") else "complete"
                 self.store.finish_message(a.message_id, text, state, stats)
@@ -553,6 +735,13 @@ class MainWindow(QMainWindow):
         if a.conversation_id == self.conversation_id:
             self.open_conversation(a.conversation_id)
         self.sidebar.refresh()
+
+    def _restore_draft(self, a: Answer):
+        if a.conversation_id != self.conversation_id or not a.draft or self.composer.text().strip():
+            return
+        text, files = a.draft
+        self.composer.input.setPlainText(text)
+        self.composer.add_files(files)
 
     def _on_failed(self, job: int, reason: str):
         a = self.answers.pop(job, None)
@@ -678,15 +867,68 @@ class MainWindow(QMainWindow):
             "Everything stays on this computer.</p>",
         )
 
+    # -- first run ----------------------------------------------------------
+    def show_welcome_if_first_run(self) -> bool:
+        """The welcome screen in place of the chat, until the user opens the model manager or dismisses it."""
+        from app.ui import welcome
+
+        if not welcome.should_show(self.settings):
+            return False
+        self.welcome = welcome.WelcomeScreen(self.settings)
+        self.welcome.openModelManager.connect(self._welcome_chose)
+        self.welcome.dismissed.connect(self._end_welcome)
+        self.pages.addWidget(self.welcome)
+        self.pages.setCurrentWidget(self.welcome)
+        self.welcome.open_button.setFocus()
+        return True
+
+    def _end_welcome(self):
+        if self.welcome is not None:
+            self.pages.setCurrentWidget(self.chat_page)
+            self.pages.removeWidget(self.welcome)
+            self.welcome.deleteLater()
+            self.welcome = None
+        self.composer.input.setFocus()
+
+    def _welcome_chose(self, repo_id: str):
+        self._end_welcome()
+        manager = self.open_model_manager()
+        if manager is not None and repo_id:
+            manager.focus_model(repo_id)
+
     # -- window -----------------------------------------------------------
+    def attach_files(self, files):
+        """Attach files to the chat on screen (drops anywhere in the window, the Dock icon, Finder)."""
+        if self.welcome is not None:
+            self._end_welcome()
+        self.composer.add_files([Path(f) for f in files])
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.FileOpen and obj is QApplication.instance():
+            path = event.file() or event.url().toLocalFile()
+            if path:
+                self.attach_files([path])
+                self.raise_()
+                self.activateWindow()
+                return True
+        return super().eventFilter(obj, event)
+
     def dragEnterEvent(self, event):
-        if event.mimeData().hasUrls():
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event):
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
     def dropEvent(self, event):
-        self.composer.dropEvent(event)
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.attach_files(files)
 
     def closeEvent(self, event):
+        QApplication.instance().removeEventFilter(self)
         self.window_state.setValue("geometry", self.saveGeometry())
         self.window_state.setValue("splitter", self.splitter.saveState())
         self.window_state.sync()

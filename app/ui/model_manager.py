@@ -79,6 +79,7 @@ class ModelManagerWindow(QWidget):
     """Emits modelChosen(name) with a repo id or folder path the loader accepts."""
 
     modelChosen = Signal(str)
+    installedChanged = Signal(list)  # Installed.as_dict() per model, after every refresh of the list
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -232,6 +233,7 @@ class ModelManagerWindow(QWidget):
         rows = [[m.name, "Hugging Face cache" if m.source == "hub" else "imported folder", fmt(m.size_bytes),
                  m.problem or "Ready"] for m in models]
         _fill(self.installed_table, rows, [m.name for m in models])
+        self.installedChanged.emit([m.as_dict() for m in models])
         if not models and not self.status.text():
             self.status.setText("No models yet: pick one in the Catalog tab, search the Hub, or import a folder.")
 

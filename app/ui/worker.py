@@ -9,6 +9,7 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -34,6 +35,20 @@ class Job:
     context_limit: int = 0
 
 
+@dataclass
+class Prepare:
+    """Documents to read and plan into the last user message of `messages` before a turn is sent.
+
+    `documents` holds paths (new attachments) or dicts {name, kind, text, sha256} (stored ones)."""
+
+    id: int
+    conversation_id: int
+    messages: list
+    documents: list
+    kv_mode: str = "auto"
+    context_limit: int = 0
+
+
 class _Worker(QObject):
     """Lives in the engine thread; its slots run there one at a time, in order."""
 
@@ -49,6 +64,9 @@ class _Worker(QObject):
     notice = Signal(str)
     documentProgress = Signal(str, int, int)  # path, pages read, pages
     documentsInspected = Signal(list)  # one dict per attached path, from app.documents.inspect
+    prepared = Signal(int, dict)  # request, the plan: what to store and what the model will read
+    prepareFailed = Signal(int, str)  # request, reason ("" when it was cancelled)
+    modelsListed = Signal(list)  # app.hub.installed.Installed.as_dict() per model on this computer
 
     def __init__(self, cancelled: set, flags: dict):
         super().__init__()
@@ -220,6 +238,71 @@ class _Worker(QObject):
             infos = [{"path": p, "error": f"Could not read this document: {e}"} for p in request["paths"]]
         self.documentsInspected.emit(infos)
 
+    @Slot(object)
+    def prepare(self, req: Prepare):
+        """Read the attached documents and plan them against this conversation's session (model, KV mode, context)."""
+        from app import documents
+        from app.engine.errors import Cancelled, FolioError
+
+        try:
+            if self._stopping(req.id):
+                raise Cancelled()
+            if self._model is None:
+                raise FolioError("No model is loaded. Choose one in the toolbar (⌘L).")
+            docs = [self._document(item, req.id) for item in req.documents]
+            session = self._session(req)
+            tps = self._prefill_tps.get((id(self._model), session.kv_mode)) or None
+            messages, plan = documents.into_messages(session, req.messages, docs, prefill_tps=tps)
+        except Cancelled:
+            self.prepareFailed.emit(req.id, "")
+            return
+        except FolioError as e:
+            self.prepareFailed.emit(req.id, str(e))
+            return
+        except Exception as e:
+            logger.exception("preparing documents failed")
+            self.prepareFailed.emit(req.id, f"Could not prepare the documents: {e}")
+            return
+        finally:
+            self._cancelled.discard(req.id)
+        self.prepared.emit(req.id, {
+            "fits": plan.fits, "reason": plan.reason, "larger_context": plan.larger_context,
+            "context_limit": plan.context_limit, "warnings": list(plan.warnings), "long_prefill": plan.long_prefill,
+            "tokens": plan.tokens, "sent_tokens": plan.sent_tokens, "message": messages[-1]["content"],
+            "documents": [
+                {"name": d.name, "kind": d.kind, "sha256": d.sha256, "pages": d.page_count, "text": d.to_text(),
+                 "tokens": f.tokens, "mode": f.mode, "passages": list(f.passages)}
+                for d, f in zip(docs, plan.docs)
+            ],
+        })
+
+    def _document(self, item, req_id: int):
+        from app import documents
+
+        if isinstance(item, dict):
+            return documents.Document.from_text(item["name"], item["text"], item.get("kind", "pdf"), item.get("sha256", ""))
+        path = Path(item)
+        if path not in self._documents:  # usually read already, for its chip
+            self._documents[path] = documents.load(
+                path, on_progress=lambda d, t: self.documentProgress.emit(str(path), d, t),
+                should_stop=lambda: self._stopping(req_id),
+            )
+        return self._documents[path]
+
+    @Slot(list)
+    def list_models(self, imported: list):
+        """The picker's models through app.hub, here because checking a folder imports the engine."""
+        from types import SimpleNamespace
+
+        from app.hub import installed
+
+        try:
+            models = installed.list_models(SimpleNamespace(imported_models=imported))
+        except Exception:  # an unreadable cache costs the list, never the app
+            logger.exception("listing installed models failed")
+            models = installed.imported_models(SimpleNamespace(imported_models=imported))
+        self.modelsListed.emit([m.as_dict() for m in models])
+
     def _flush(self, job_id, pending, n, t0, t_first, now):
         self.text.emit(job_id, "".join(pending))
         pending.clear()
@@ -234,6 +317,8 @@ class Engine(QObject):
     _generate = Signal(object)
     _forget = Signal(int)
     _inspect = Signal(object)
+    _prepare = Signal(object)
+    _list_models = Signal(list)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -249,6 +334,8 @@ class Engine(QObject):
         self._generate.connect(self.worker.generate)
         self._forget.connect(self.worker.forget)
         self._inspect.connect(self.worker.inspect_documents)
+        self._prepare.connect(self.worker.prepare)
+        self._list_models.connect(self.worker.list_models)
         self.thread.start()
 
     def load(self, name: str):
@@ -263,6 +350,17 @@ class Engine(QObject):
     def inspect_documents(self, paths: list, messages: list, kv_mode: str = "auto", context_limit: int = 0):
         self._inspect.emit({"paths": list(paths), "messages": list(messages), "kv_mode": kv_mode,
                             "context_limit": context_limit})
+
+    def prepare(self, conversation_id: int, messages: list, documents: list, kv_mode: str = "auto",
+                context_limit: int = 0) -> int:
+        """Read and plan `documents` into the last message; answers with `prepared` or `prepareFailed`.
+        Its id shares the jobs' numbering, so `stop` cancels it too."""
+        req = Prepare(next(self._ids), conversation_id, list(messages), list(documents), kv_mode, context_limit)
+        self._prepare.emit(req)
+        return req.id
+
+    def list_models(self, imported: list):
+        self._list_models.emit([str(p) for p in imported])
 
     def stop(self, job_id: int):
         """Checked by the worker before every token; a queued job that is stopped never starts."""
