@@ -154,7 +154,12 @@ def run(args) -> int:
     attention.force_reference(True if args.backend == "reference" else None)
     try:
         backend = attention.path()
-        rows = [measure(c, args.heads, args.kv_heads, args.head_dim, args.repeats, args.calls) for c in contexts]
+        if backend in ("cuda", "metal"):  # GPU timing and the byte floor: app/bench/attention_device.py
+            from app.bench import attention_device
+
+            rows, bandwidth = attention_device.rows_for(contexts, args.heads, args.kv_heads, args.head_dim)
+        else:
+            rows = [measure(c, args.heads, args.kv_heads, args.head_dim, args.repeats, args.calls) for c in contexts]
     finally:
         attention.force_reference(None)
     result = {"backend": backend, "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim,

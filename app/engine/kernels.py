@@ -1,0 +1,305 @@
+"""Fused attention kernels on the quantized KV cache: one body per kernel, built for Metal or CUDA.
+
+The kernel bodies in shaders/ are written once against a small per-backend prelude (qualifiers,
+barriers, shuffles, thread indices) and handed to `mx.fast.metal_kernel` or `mx.fast.cuda_kernel`,
+each built once per variant. Decode is split-K (flash-decoding): pass 1 writes one partial softmax
+state per (head, split), pass 2 merges them. See docs/kernels.md.
+"""
+
+import functools
+import hashlib
+import math
+from importlib import resources
+
+import mlx.core as mx
+
+from app.engine.errors import FolioError
+
+HEAD_DIMS = (64, 128, 256)
+BITS = (4, 8)
+GROUPS = (32, 64, 128)
+INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale")
+PARTIAL_OUTPUTS = ("o_part", "ml_part")
+TARGET_BLOCKS = 1056           # about eight blocks per multiprocessor on an H200 (132 SMs)
+MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
+COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
+MAX_SPLITS = 1024              # decode_combine.body's threadgroup array of split weights
+VERBOSE = False                # print the generated source as MLX assembles it (debugging)
+
+
+class KernelUnsupported(FolioError):
+    """The fused kernel does not cover this shape; the reference path does."""
+
+
+def available() -> str | None:
+    """The GPU backend the kernels run on here: "metal", "cuda", or None (use the reference)."""
+    if mx.metal.is_available():
+        return "metal"
+    if hasattr(mx, "cuda") and mx.cuda.is_available():
+        return "cuda"
+    return None
+
+
+# -- source -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def shader(name: str) -> str:
+    return resources.files("app.engine").joinpath("shaders", name).read_text()
+
+
+def header(backend: str) -> str:
+    return shader(f"{backend}_header.h")
+
+
+def body(kernel: str, backend: str) -> str:
+    """The kernel body as handed to MLX: the backend's index prelude, then the shared body."""
+    return shader(f"{backend}_indices.h") + shader(f"{kernel}.body")
+
+
+def kernel_name(kernel: str, backend: str) -> str:
+    # MLX's CUDA backend caches compiled PTX on disk by kernel name: a hash of the source in the
+    # name keeps an edited kernel from loading a stale build.
+    digest = hashlib.sha1((header(backend) + body(kernel, backend)).encode()).hexdigest()[:10]
+    return f"folio_{kernel}_{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def _build(kernel: str, backend: str, input_names: tuple, output_names: tuple):
+    name, src, hdr = kernel_name(kernel, backend), body(kernel, backend), header(backend)
+    if backend == "metal":
+        return mx.fast.metal_kernel(name=name, input_names=list(input_names),
+                                    output_names=list(output_names), source=src, header=hdr)
+    return mx.fast.cuda_kernel(name=name, input_names=list(input_names),
+                               output_names=list(output_names), source=src, header=hdr)
+
+
+# -- launch geometry ----------------------------------------------------------------------------
+TILE_TOKENS = 32               # NT in the kernel body: one token per lane in the softmax
+MMA_EDGE = {"cuda": 8, "metal": 8}              # MMA_N of each prelude: heads are padded to it
+SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup memory per block
+
+
+def padded_heads(gqa: int, backend: str) -> int:
+    edge = MMA_EDGE[backend]
+    return max(edge, math.ceil(gqa / edge) * edge)
+
+
+def shared_bytes(head_dim: int, hp: int, nw: int) -> int:
+    """Threadgroup memory of decode_partial (must match the SHARED arrays in its body)."""
+    ldh, ldp, lds, ldo, nt = head_dim + 8, TILE_TOKENS + 8, TILE_TOKENS + 4, head_dim + 4, TILE_TOKENS
+    per_warp = max(nt * ldh // 2, hp * ldo) * 4 + hp * lds * 4 + hp * ldp * 2 + 2 * hp * 4
+    return hp * ldh * 2 + nw * per_warp
+
+
+def warps_per_block(head_dim: int, gqa: int, backend: str = "cuda") -> int:
+    hp = padded_heads(gqa, backend)
+    nw = 4
+    while nw > 1 and shared_bytes(head_dim, hp, nw) > SHARED_LIMIT[backend]:
+        nw -= 1
+    return nw
+
+
+def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int) -> tuple[int, int]:
+    """(number of splits, tokens per split) for one decode step over n_tokens."""
+    tile = nw * TILE_TOKENS
+    want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)))
+    splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS))
+    chunk = math.ceil(math.ceil(n_tokens / splits) / tile) * tile
+    return math.ceil(n_tokens / chunk), chunk
+
+
+@functools.lru_cache(maxsize=256)
+def _ints(*values) -> mx.array:
+    # Every layer of a decode step passes the same small arrays: build each once.
+    a = mx.array(values, dtype=mx.int32)
+    mx.eval(a)
+    return a
+
+
+@functools.lru_cache(maxsize=16)
+def _floats(*values) -> mx.array:
+    a = mx.array(values, dtype=mx.float32)
+    mx.eval(a)
+    return a
+
+
+def _check(q, k, v, k_bits, v_bits, k_group, v_group):
+    B, H, L, D = q.shape
+    n_kv = k[0].shape[1]
+    if L != 1:
+        raise KernelUnsupported(f"decode_attention takes one query token, got {L}.")
+    if D not in HEAD_DIMS:
+        raise KernelUnsupported(f"head_dim {D} is not supported by the fused kernel (64, 128 or 256).")
+    if k_bits not in BITS or v_bits not in BITS:
+        raise KernelUnsupported(f"KV bits {k_bits}/{v_bits} are not supported by the fused kernel (4 or 8).")
+    if k_group not in GROUPS or v_group not in GROUPS:
+        raise KernelUnsupported(f"group sizes {k_group}/{v_group} are not supported (32, 64 or 128).")
+    if H % n_kv:
+        raise KernelUnsupported(f"{H} query heads do not divide into {n_kv} KV heads.")
+    g = H // n_kv
+    if g > 16:
+        raise KernelUnsupported(f"GQA ratio {g} is not supported by the fused kernel (at most 16).")
+    if k[1].dtype != mx.float16 or v[1].dtype != mx.float16:
+        raise KernelUnsupported("The fused kernel reads float16 scales and biases.")
+
+
+def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
+                     poison: bool = False):
+    """Attention of one query token per head over the first `length` slots of a quantized cache.
+
+    q: (B, n_heads, 1, head_dim); k, v: (packed, scales, biases) in mx.quantize's layout with shape
+    (B, n_kv_heads, T_alloc, ...). Returns (B, n_heads, 1, head_dim) in q.dtype. `poison` fills the
+    outputs with NaN before the kernels run (tests use it to prove every element is written).
+    """
+    backend = available()
+    if backend is None:
+        raise KernelUnsupported("No Metal or CUDA device: the fused attention kernel cannot run here.")
+    _check(q, k, v, k_bits, v_bits, k_group, v_group)
+    B, H, _, D = q.shape
+    n_kv, t_alloc = k[0].shape[1], k[0].shape[2]
+    length = int(length)
+    if not 0 < length <= t_alloc:
+        raise KernelUnsupported(f"length {length} is outside the cache's {t_alloc} slots.")
+    start = max(0, length - int(window)) if window else 0
+    G = H // n_kv
+    hp, nw = padded_heads(G, backend), warps_per_block(D, G, backend)
+    if shared_bytes(D, hp, nw) > SHARED_LIMIT[backend]:
+        raise KernelUnsupported(f"head_dim {D} with {G} query heads per KV head needs more threadgroup memory than {backend} gives.")
+    splits, chunk = split_plan(length - start, B * n_kv, nw)
+    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, 0)
+    init = float("nan") if poison else None
+
+    partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS)
+    o_part, ml_part = partial(
+        inputs=[q, *k, *v, params, _floats(float(scale))],
+        template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
+                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("HP", hp)],
+        grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
+        output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
+        output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
+    )
+    combine = _build("decode_combine", backend, ("o_part", "ml_part", "params"), ("out",))
+    (out,) = combine(
+        inputs=[o_part, ml_part, _ints(splits, 0, 0, 0, 0, 0, 0, 0)],
+        template=[("T", q.dtype), ("D", D), ("P", COMBINE_PARTS)],
+        grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
+        output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
+    )
+    return out
+
+
+# -- the generated source, as MLX assembles it (for the compile checks) -------------------------
+METAL_TYPES = {"float16": "float16_t", "bfloat16": "bfloat16_t", "float32": "float",
+               "uint32": "uint32_t", "int32": "int32_t"}
+CUDA_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float",
+              "uint32": "uint32_t", "int32": "int32_t"}
+METAL_ATTRIBUTES = (
+    ("dispatch_quadgroups_per_threadgroup", "uint"), ("dispatch_simdgroups_per_threadgroup", "uint"),
+    ("dispatch_threads_per_threadgroup", "uint3"), ("grid_origin", "uint3"), ("grid_size", "uint3"),
+    ("quadgroup_index_in_threadgroup", "uint"), ("quadgroups_per_threadgroup", "uint"),
+    ("simdgroup_index_in_threadgroup", "uint"), ("simdgroups_per_threadgroup", "uint"),
+    ("thread_execution_width", "uint"), ("thread_index_in_quadgroup", "uint"),
+    ("thread_index_in_simdgroup", "uint"), ("thread_index_in_threadgroup", "uint"),
+    ("thread_position_in_grid", "uint3"), ("thread_position_in_threadgroup", "uint3"),
+    ("threadgroup_position_in_grid", "uint3"), ("threadgroups_per_grid", "uint3"),
+    ("threads_per_grid", "uint3"), ("threads_per_simdgroup", "uint"), ("threads_per_threadgroup", "uint3"),
+)
+
+
+def mlx_kernel_name(backend, name, inputs, outputs, template) -> str:
+    """The name MLX gives the generated kernel (it is part of the source)."""
+    def tval(v):
+        return METAL_TYPES[v] if isinstance(v, str) else str(int(v))
+    if backend == "cuda":
+        return "custom_kernel_" + name + "".join(
+            "_" + ("t" if v else "f") if isinstance(v, bool) else "_" + tval(v) for _, v in template)
+    out = "custom_kernel_" + name
+    if template:
+        out += "_" + "_".join(tval(v) for _, v in template)
+    for _n, dtype, size, ndim in inputs:
+        out += "_" + METAL_TYPES[dtype] + ("s" if ndim == 0 else "c" if size < 8 else "")
+    return out + "".join("_" + METAL_TYPES[d] for _n, d in outputs)
+
+
+def metal_source(name, hdr, src, inputs, outputs, template) -> str:
+    """MLX's metal_kernel assembly (write_signature): inputs are (name, dtype, size, ndim), outputs
+    (name, dtype), template (name, value) with value an int, bool or dtype name."""
+    def tval(v):
+        return METAL_TYPES[v] if isinstance(v, str) else str(int(v)).lower()
+    parts = [hdr]
+    if template:
+        kinds = ", ".join(("typename " if isinstance(v, str) else "bool " if isinstance(v, bool) else "int ") + n
+                          for n, v in template)
+        parts.append(f"template <{kinds}>\n")
+    parts.append(f"[[kernel]] void {name}(\n")
+    params, index = [], 0
+    for n, dtype, size, ndim in inputs:
+        loc = "constant" if size < 8 else "device"
+        params.append(f"  const {loc} {METAL_TYPES[dtype]}{'&' if ndim == 0 else '*'} {n} [[buffer({index})]]")
+        index += 1
+        for suffix, decl in (("_shape", "const constant int*"), ("_strides", "const constant int64_t*"),
+                             ("_ndim", "const constant int&")):
+            if ndim > 0 and n + suffix in src:
+                params.append(f"  {decl} {n}{suffix} [[buffer({index})]]")
+                index += 1
+    for n, dtype in outputs:
+        params.append(f"  device {METAL_TYPES[dtype]}* {n} [[buffer({index})]]")
+        index += 1
+    params += [f"  {t} {a} [[{a}]]" for a, t in METAL_ATTRIBUTES if a in src]
+    parts.append(",\n".join(params) + ") {\n" + src + "\n}\n")
+    if template:
+        inst = f"{name}<{', '.join(tval(v) for _, v in template)}>"
+        parts.append(f'\ntemplate [[host_name("{name}")]] [[kernel]] decltype({inst}) {inst};\n')
+    return "".join(parts)
+
+
+# MLX 0.32's default CUDA header (checked byte for byte against its verbose output on the H200).
+CUDA_DEFAULT_HEADER = """
+#include "mlx/backend/cuda/device/utils.cuh"
+
+#include <cooperative_groups.h>
+
+"""
+
+
+def cuda_source(name, hdr, src, inputs, outputs, template) -> str:
+    """MLX's cuda_kernel assembly (build_kernel), with the same argument shapes as metal_source."""
+    out = [CUDA_DEFAULT_HEADER, hdr, "namespace mlx::core::cu {\n\nnamespace cg = cooperative_groups;\n\n",
+           f"__global__ void {name}(\n"]
+    for n, dtype, _size, ndim in inputs:
+        out.append(f"    const {CUDA_TYPES[dtype]}* {n},\n")
+        for suffix, decl in (("_shape", "const __grid_constant__ Shape"),
+                             ("_strides", "const __grid_constant__ Strides"), ("_ndim", "const __grid_constant__ int")):
+            if ndim > 0 and n + suffix in src:
+                out.append(f"    {decl} {n}{suffix},\n")
+    out.append(",\n".join(f"    {CUDA_TYPES[d]}* {n}" for n, d in outputs) + ") {\n")
+    for n, v in template:
+        if isinstance(v, bool):
+            out.append(f"  constexpr bool {n} = {str(v).lower()};\n")
+        elif isinstance(v, int):
+            out.append(f"  constexpr int {n} = {v};\n")
+        else:
+            out.append(f"  using {n} = {CUDA_TYPES[v]};\n")
+    if template:
+        out.append("\n")
+    out.append(src + "\n}\n\n} // namespace mlx::core::cu\n")
+    return "".join(out)
+
+
+def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16"):
+    """Both decode kernels' full source for one variant, assembled as MLX would for `backend`."""
+    def assemble(kernel, inputs, outputs, tpl):
+        name = mlx_kernel_name(backend, kernel_name(kernel, backend), inputs, outputs, tpl)
+        build = metal_source if backend == "metal" else cuda_source
+        return build(name, header(backend), body(kernel, backend), inputs, outputs, tpl)
+
+    nw, hp = warps_per_block(D, G, backend), padded_heads(G, backend)
+    q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
+            ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
+            ("vb", "float16", 4096, 4), ("params", "int32", 8, 1), ("scale", "float32", 1, 1)]
+    tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("HP", hp)]
+    partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
+    combine = assemble("decode_combine",
+                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1)],
+                       [("out", dtype)], [("T", dtype), ("D", D), ("P", COMBINE_PARTS)])
+    return partial, combine

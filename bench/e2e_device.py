@@ -1,0 +1,134 @@
+"""End to end on a GPU: prefill and decode tok/s of a Llama-3.1-8B-shaped model with random 4-bit weights.
+
+Folio's int4 cache (H1's QuantizedCache, decode through the fused kernel) against mlx-lm's fp16
+cache (which is also Folio's fp16 mode: Folio decodes with mlx-lm's generate_step). Both use the
+same loop: chunked prefill, then generate_step for the decode. A prefill that runs past
+--budget-s is stopped and reported as such rather than waited for.
+
+    python3 bench/e2e_device.py --contexts 32768 --decode 64 --json out.json
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama
+from mlx_lm.models.cache import make_prompt_cache
+
+LLAMA_31_8B = {
+    "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "vocab_size": 128256,
+    "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+}
+
+
+def build():
+    from app.engine.loader import LoadedModel, probe_shape
+
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(LLAMA_31_8B))
+    model.set_dtype(mx.float16)
+    nn.quantize(model, group_size=64, bits=4)
+    mx.eval(model.parameters())
+    shape = probe_shape(model, LLAMA_31_8B)
+    return LoadedModel(model, None, Path("."), "llama-3.1-8b-shaped-random-4bit", LLAMA_31_8B, shape, 0, 0.0)
+
+
+def run_one(loaded, caches, context, decode, chunk, budget_s) -> dict:
+    model = loaded.model
+    tokens = mx.random.randint(0, LLAMA_31_8B["vocab_size"], (context,))
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    done = 0
+    for i in range(0, context - 1, chunk):
+        piece = tokens[i : min(i + chunk, context - 1)]
+        model(piece[None], cache=caches)
+        mx.eval([c.state for c in caches])
+        done += piece.size
+        if time.perf_counter() - t0 > budget_s and done < context - 1:
+            return {"prefill_tps": done / (time.perf_counter() - t0), "prefilled": done, "stopped": True}
+        mx.clear_cache()
+    prefill_s = time.perf_counter() - t0
+    t_first, n = None, 0
+    for _tok, _ in generate_step(tokens[-1:], model, prompt_cache=caches, max_tokens=decode + 1):
+        n += 1
+        if t_first is None:
+            t_first = time.perf_counter()
+    decode_s = time.perf_counter() - t_first
+    kv = sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
+    return {"prefill_tps": (context - 1) / prefill_s, "decode_tps": (n - 1) / decode_s, "kv_gb": kv / 1e9,
+            "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False}
+
+
+def run_decode_only(loaded, caches, context, decode) -> dict:
+    """Fill every layer's cache with `context` random tokens directly (no prefill), then decode."""
+    B, H, D = 1, LLAMA_31_8B["num_key_value_heads"], LLAMA_31_8B["hidden_size"] // LLAMA_31_8B["num_attention_heads"]
+    for c in caches:
+        for i in range(0, context, 8192):
+            n = min(8192, context - i)
+            c.update_and_fetch(mx.random.normal((B, H, n, D)).astype(mx.float16),
+                               mx.random.normal((B, H, n, D)).astype(mx.float16))
+            mx.eval([x for x in (c.state if isinstance(c.state, (list, tuple)) else [c.state]) if x is not None])
+    mx.reset_peak_memory()
+    t_first, n = None, 0
+    for _tok, _ in generate_step(mx.array([1]), loaded.model, prompt_cache=caches, max_tokens=decode + 1):
+        n += 1
+        if t_first is None:
+            t_first = time.perf_counter()
+    kv = sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
+    return {"prefill_tps": float("nan"), "decode_tps": (n - 1) / (time.perf_counter() - t_first), "kv_gb": kv / 1e9,
+            "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False, "filled_directly": True}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contexts", default="32768")
+    p.add_argument("--decode", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=4096)
+    p.add_argument("--budget-s", type=float, default=150.0, help="stop a prefill that runs longer than this")
+    p.add_argument("--modes", default="mlx-lm-fp16,folio-int4")
+    p.add_argument("--fill-contexts", default="", help="decode-only contexts: caches filled directly, no prefill")
+    p.add_argument("--json")
+    args = p.parse_args()
+
+    from app.engine import attention, kvcache
+
+    loaded = build()
+    rows = []
+    for context in [int(c) for c in args.contexts.split(",")]:
+        for mode in args.modes.split(","):
+            caches = make_prompt_cache(loaded.model) if mode == "mlx-lm-fp16" else kvcache.make_cache(loaded, "int4")
+            row = {"context": context, "mode": mode, **run_one(loaded, caches, context, args.decode, args.chunk,
+                                                                args.budget_s)}
+            if mode != "mlx-lm-fp16":
+                row["attention_path"] = attention.path()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del caches
+            mx.clear_cache()
+    for context in [int(c) for c in args.fill_contexts.split(",") if c]:
+        for mode in args.modes.split(","):
+            caches = make_prompt_cache(loaded.model) if mode == "mlx-lm-fp16" else kvcache.make_cache(loaded, "int4")
+            row = {"context": context, "mode": mode, **run_decode_only(loaded, caches, context, args.decode)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del caches
+            mx.clear_cache()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": loaded.model_id, "device": mx.device_info().get("device_name"),
+                                               "rows": rows}, indent=2))
+        print(json.dumps(rows))
+    print("context  mode          prefill tok/s  decode tok/s  KV GB")
+    for r in rows:
+        print(f"{r['context']:7d}  {r['mode']:12s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
+              f"  {r.get('kv_gb', float('nan')):5.2f}{'  (prefill stopped)' if r['stopped'] else ''}")
+
+
+if __name__ == "__main__":
+    main()
