@@ -25,6 +25,8 @@ def add_arguments(p):
     p.add_argument("--prefill-memory", metavar="MODEL",
                    help="instead: peak memory of a chunked prefill of MODEL per KV mode, against the fp16 cache size")
     p.add_argument("--tokens", type=int, default=16384, help="prefill length for --prefill-memory")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="cast the weights for --prefill-memory (bfloat16 matmuls are slow on CPU)")
     p.add_argument("--json", action="store_true")
 
 
@@ -82,7 +84,7 @@ def measure(context: int, heads: int, kv_heads: int, head_dim: int, repeats: int
     return row
 
 
-def prefill_memory(model: str, tokens: int, chunk: int = 512) -> dict:
+def prefill_memory(model: str, tokens: int, chunk: int = 512, dtype: str | None = None) -> dict:
     """Peak MLX memory above the loaded weights while prefilling `tokens` in chunks, per KV mode."""
     import mlx.core as mx
     from mlx_lm.models.cache import QuantizedKVCache
@@ -90,6 +92,9 @@ def prefill_memory(model: str, tokens: int, chunk: int = 512) -> dict:
     from app.engine import kvcache, loader
 
     loaded = loader.load(model)
+    if dtype:
+        loaded.model.set_dtype(getattr(mx, dtype))
+        loaded.shape.dtype = dtype
     mx.random.seed(0)
     prompt = mx.random.randint(10, min(loaded.config.get("vocab_size", 1000), 5000), (tokens,))
     rows = []
@@ -119,7 +124,7 @@ def run_prefill_memory(args) -> int:
     from app.engine.errors import FolioError
 
     try:
-        result = prefill_memory(args.prefill_memory, args.tokens)
+        result = prefill_memory(args.prefill_memory, args.tokens, dtype=args.dtype)
     except FolioError as e:
         print(e)
         return 1
