@@ -130,7 +130,7 @@ def test_switching_conversations_while_generating_keeps_outputs_apart(qtbot, end
     conv_b = window.conversation_id
     assert conv_b != conv_a and window.chat.transcript.entries == []
     seen_in_b = []
-    window.chat.transcript.dataChanged.connect(
+    window.chat.transcript.rowChanged.connect(
         lambda *_: seen_in_b.append([e.content for e in window.chat.transcript.entries]))
     send(qtbot, window, "conversation B")  # queued behind A
     wait_idle(qtbot, window)

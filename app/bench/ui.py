@@ -115,7 +115,7 @@ def _measure(args, model: Path) -> int:
     timer = QTimer(timerType=Qt.PreciseTimer, interval=TICK_MS)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     flushes = []
-    window.chat.transcript.dataChanged.connect(lambda *_: flushes.append(1))
+    window.chat.transcript.rowChanged.connect(lambda *_: flushes.append(1))
     timer.start()
     t_send = time.perf_counter()
     window.composer.input.setPlainText("Write a very long answer.")

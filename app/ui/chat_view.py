@@ -5,13 +5,24 @@ change and width and caches it, so streaming re-lays out only the message that g
 """
 
 import html
+import math
+import re
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPainterPath, QPalette, QTextDocument
+from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPainterPath, QPalette, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyledItemDelegate
 
 from app.ui import markdown
+
+# While an answer streams its finished paragraphs stay laid out; only the text after the last
+# paragraph break that ends at least this many characters back is rebuilt on each update.
+LIVE_TAIL_CHARS = 1500
+# A streaming row grows in steps of this many pixels, so the list is relaid out (every row asked
+# for its size) once per several lines instead of once per line.
+GROW_STEP_PX = 160
+_COPY_LINK = re.compile(r'href="copy-code:(\d+)"')
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
 STATE_LABELS = {
     "generating": "Generating…",
@@ -42,6 +53,9 @@ def entry_from_message(m) -> Entry:
 
 class TranscriptModel(QAbstractListModel):
     EntryRole = Qt.UserRole + 1
+    # Every update(). dataChanged only when a message's state or figures change: QListView answers
+    # each dataChanged by asking every row for its size, which streaming cannot afford 30 times a second.
+    rowChanged = Signal(QModelIndex)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -96,7 +110,9 @@ class TranscriptModel(QAbstractListModel):
             e.progress = progress
         e.revision += 1
         idx = self.index(row)
-        self.dataChanged.emit(idx, idx, [self.EntryRole])
+        if state is not None or stats is not None:
+            self.dataChanged.emit(idx, idx, [self.EntryRole])
+        self.rowChanged.emit(idx)
 
     def remove_from(self, row: int):
         if 0 <= row < len(self.entries):
@@ -118,6 +134,39 @@ def _attachment_line(a, sent: dict | None) -> str:
     return f"{name} · {size} · {sent.get('tokens', 0):,} tokens · {how}"
 
 
+def stable_cut(text: str, tail_chars: int = LIVE_TAIL_CHARS) -> int:
+    """Where the settled part of a streaming text ends: a blank line outside code fences, at least
+    `tail_chars` back from the end (0 when there is none yet), so later tokens cannot change it."""
+    if len(text) <= tail_chars:
+        return 0
+    cut, fence, pos = 0, "", 0
+    limit = len(text) - tail_chars
+    for line in text.splitlines(keepends=True):
+        if pos > limit:
+            break
+        m = _FENCE.match(line)
+        if m and not fence:
+            fence = m.group(1)
+        elif m and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            fence = ""  # a closing fence: the same character, at least as long, nothing after it
+        pos += len(line)
+        if not fence and not line.strip() and pos <= limit:
+            cut = pos
+    return cut
+
+
+@dataclass
+class _Live:
+    """A streaming answer's document: the settled paragraphs stay, the tail is replaced in place."""
+
+    key: tuple  # (bubble width, last, model name)
+    doc: QTextDocument
+    head: str  # the markdown already laid out above `tail_at`
+    head_blocks: list
+    tail_at: int  # cursor position where the tail starts
+    revision: int = -1
+
+
 def _hex(c: QColor) -> str:
     return c.name()
 
@@ -131,6 +180,7 @@ class MessageDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self._docs: dict = {}
         self._blocks: dict = {}
+        self._live: dict[int, _Live] = {}
         self.model_name = "Assistant"
 
     # -- documents --------------------------------------------------------
@@ -145,10 +195,16 @@ class MessageDelegate(QStyledItemDelegate):
         )
 
     def _html(self, e: Entry, colors: markdown.Colors, last_assistant: bool) -> str:
-        who = "You" if e.role == "user" else html.escape(self.model_name)
         rendered = markdown.render(e.content, colors) if e.content else markdown.Rendered("")
         self._blocks[e.id] = rendered.code_blocks
-        body = rendered.html
+        return self._header(e, colors) + self._footer(e, colors, last_assistant, rendered.html)
+
+    def _header(self, e: Entry, colors: markdown.Colors) -> str:
+        who = "You" if e.role == "user" else html.escape(self.model_name)
+        return f'<div style="color: {colors.text};"><p style="margin-bottom: 2px;"><b>{who}</b></p></div>'
+
+    def _footer(self, e: Entry, colors: markdown.Colors, last_assistant: bool, body: str) -> str:
+        """The message body from `body` on (its HTML), then the state line and actions."""
         if e.role == "user" and e.attachments:
             sent = {d.get("attachment_id"): d for d in e.stats.get("documents", [])}
             lines = [html.escape(_attachment_line(a, sent.get(getattr(a, "id", None)))) for a in e.attachments]
@@ -177,8 +233,7 @@ class MessageDelegate(QStyledItemDelegate):
         actions_html = " &nbsp; ".join(a.replace("<a ", f'<a style="{link}" ') for a in actions)
         foot_html = " · ".join(foot)
         return (
-            f'<div style="color: {colors.text};">'
-            f'<p style="margin-bottom: 2px;"><b>{who}</b></p>{body}'
+            f'<div style="color: {colors.text};">{body}'
             f'<p style="color: {colors.muted}; font-size: small; margin-top: 4px;">'
             f'{foot_html}{" &nbsp; " if foot_html else ""}{actions_html}</p></div>'
         )
@@ -197,6 +252,11 @@ class MessageDelegate(QStyledItemDelegate):
         cached = self._docs.get(e.id)
         if cached is not None and cached[0] == key:
             return cached[1]
+        if e.role == "assistant" and e.state == "generating" and e.content:
+            doc = self._live_document(e, (bubble, last, self.model_name), palette)
+            self._docs[e.id] = (key, doc)
+            return doc
+        self._live.pop(e.id, None)
         doc = QTextDocument()
         doc.setDocumentMargin(0)
         doc.setDefaultFont(self.parent().font() if self.parent() else doc.defaultFont())
@@ -205,6 +265,46 @@ class MessageDelegate(QStyledItemDelegate):
         self._docs[e.id] = (key, doc)
         return doc
 
+    def _live_document(self, e: Entry, key: tuple, palette: QPalette) -> QTextDocument:
+        """Streaming: lay out only what changed since the last update, not the whole answer again."""
+        colors = self._colors(palette)
+        cut = stable_cut(e.content)
+        live = self._live.get(e.id)
+        if live is not None and (live.key != key or not e.content.startswith(live.head) or cut < len(live.head)):
+            live = None
+        if live is not None and cut > len(live.head) + LIVE_TAIL_CHARS:
+            live = None  # the tail grew long: settle more of it (one full layout per ~LIVE_TAIL_CHARS)
+        if live is None:
+            head = e.content[:cut]
+            rendered = markdown.render(head, colors) if head else markdown.Rendered("")
+            doc = QTextDocument()
+            doc.setDocumentMargin(0)
+            doc.setDefaultFont(self.parent().font() if self.parent() else doc.defaultFont())
+            doc.setTextWidth(key[0] - 2 * self.PAD)
+            doc.setHtml(self._header(e, colors) + (f'<div style="color: {colors.text};">{rendered.html}</div>' if head else ""))
+            cursor = QTextCursor(doc)
+            cursor.movePosition(QTextCursor.End)
+            cursor.insertBlock()  # the tail's first block goes here, not into the last settled one
+            live = _Live(key, doc, head, rendered.code_blocks, cursor.position())
+            self._live[e.id] = live
+        tail = markdown.render(e.content[len(live.head):], colors)
+        offset = len(live.head_blocks)
+        body = _COPY_LINK.sub(lambda m: f'href="copy-code:{int(m.group(1)) + offset}"', tail.html) if offset else tail.html
+        self._blocks[e.id] = live.head_blocks + tail.code_blocks
+        cursor = QTextCursor(live.doc)
+        cursor.setPosition(live.tail_at)
+        cursor.movePosition(QTextCursor.End, QTextCursor.KeepAnchor)
+        cursor.insertHtml(self._footer(e, colors, key[1], body))
+        return live.doc
+
+    def row_height(self, index, width: int, palette: QPalette) -> int:
+        """The row's height; a streaming answer's grows in GROW_STEP_PX steps, so relayouts are rare."""
+        e = self._entry(index)[0]
+        h = self.document(index, width, palette).size().height() + 2 * self.PAD + 2 * self.MARGIN_Y
+        if e.state in ("generating", "waiting"):
+            return int(math.ceil(h / GROW_STEP_PX) * GROW_STEP_PX)
+        return int(h)
+
     def code_block(self, message_id: int, i: int) -> str | None:
         blocks = self._blocks.get(message_id, [])
         return blocks[i] if 0 <= i < len(blocks) else None
@@ -212,6 +312,7 @@ class MessageDelegate(QStyledItemDelegate):
     def forget(self):
         self._docs.clear()
         self._blocks.clear()
+        self._live.clear()
 
     def _bubble_width(self, e: Entry, width: int) -> int:
         usable = max(200, width - 2 * self.MARGIN_X)
@@ -234,8 +335,7 @@ class MessageDelegate(QStyledItemDelegate):
 
     # -- QStyledItemDelegate ----------------------------------------------
     def sizeHint(self, option, index):
-        doc = self.document(index, option.rect.width() or 600, option.palette)
-        return QSize(option.rect.width(), int(doc.size().height()) + 2 * self.PAD + 2 * self.MARGIN_Y)
+        return QSize(option.rect.width(), self.row_height(index, option.rect.width() or 600, option.palette))
 
     def paint(self, painter: QPainter, option, index):
         e = self._entry(index)[0]
@@ -248,8 +348,11 @@ class MessageDelegate(QStyledItemDelegate):
             path.addRoundedRect(rect, 14, 14)
             painter.fillPath(path, QColor("#2b3a55" if dark else "#e8f0fe"))
         doc.setTextWidth(rect.width() - 2 * self.PAD)
-        painter.translate(rect.topLeft() + QPointF(self.PAD, self.PAD))
-        doc.drawContents(painter)
+        origin = rect.topLeft() + QPointF(self.PAD, self.PAD)
+        # Only the part of a long message inside the repainted area is drawn.
+        clip = painter.clipBoundingRect().translated(-origin) if painter.hasClipping() else QRectF()
+        painter.translate(origin)
+        doc.drawContents(painter, clip)
         painter.restore()
 
     def anchor_at(self, index, rect, pos) -> str:
@@ -283,7 +386,7 @@ class ChatView(QListView):
         self.setContextMenuPolicy(Qt.DefaultContextMenu)
         self.placeholder = "Ask anything. Everything stays on this Mac."
         self._heights: dict = {}
-        self.transcript.dataChanged.connect(self._on_changed)
+        self.transcript.rowChanged.connect(self._on_changed)
         self.transcript.rowsInserted.connect(lambda *_: self._follow(force=True))
         self.transcript.modelReset.connect(self._on_reset)
 
@@ -300,7 +403,7 @@ class ChatView(QListView):
         # A relayout asks every row for its size: do it only when this row's height changed,
         # which while streaming is once per wrapped line, not once per update.
         width = self.viewport().width()
-        height = self.delegate.document(top, width, self.palette()).size().height()
+        height = self.delegate.row_height(top, width, self.palette())
         e = self.transcript.entries[top.row()]
         if self._heights.get(e.id) != (width, height):
             self._heights[e.id] = (width, height)

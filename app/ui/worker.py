@@ -5,6 +5,7 @@ forget) and hears back through signals. The engine is imported inside the thread
 process imports mlx only there and no MLX array is ever created on the UI thread.
 """
 
+import gc
 import itertools
 import time
 from collections import OrderedDict
@@ -100,6 +101,9 @@ class _Worker(QObject):
             self.loadFailed.emit(name, f"Could not load {name}: {e}")
             return
         self._model = loaded
+        # The model, tokenizer and libraries are long-lived: keep them out of the cyclic collector,
+        # whose full passes over them (tens of ms, GIL held) would stall the UI thread mid-answer.
+        gc.freeze()
         self.loaded.emit({
             "name": name,
             "model_id": loaded.model_id,
