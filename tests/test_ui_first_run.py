@@ -2,7 +2,6 @@
 
 import shutil
 
-import pytest
 from PySide6.QtCore import Qt
 
 from app.hub import net

@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 from PySide6.QtGui import QTextDocument
 
 from app.ui import chat_view, markdown

@@ -929,6 +929,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event):
         QApplication.instance().removeEventFilter(self)
+        if self._manager is not None:
+            self._manager.close()  # pauses its downloads and waits for its threads
         self.window_state.setValue("geometry", self.saveGeometry())
         self.window_state.setValue("splitter", self.splitter.saveState())
         self.window_state.sync()
