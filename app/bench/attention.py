@@ -164,7 +164,7 @@ def run(args) -> int:
         if backend in ("cuda", "metal"):  # GPU timing and the byte floor: app/bench/attention_device.py
             from app.bench import attention_device
 
-            rows, bandwidth = attention_device.rows_for(contexts, args.heads, args.kv_heads, args.head_dim)
+            rows, _bandwidth = attention_device.rows_for(contexts, args.heads, args.kv_heads, args.head_dim)
         else:
             rows = [measure(c, args.heads, args.kv_heads, args.head_dim, args.repeats, args.calls) for c in contexts]
     finally:
