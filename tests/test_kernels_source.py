@@ -180,3 +180,25 @@ def test_kernel_names_change_with_the_source():
     a = kernels.kernel_name("decode_partial", "cuda")
     assert a != kernels.kernel_name("decode_combine", "cuda")
     assert a != kernels.kernel_name("decode_partial", "metal")
+
+
+@pytest.mark.parametrize("n", [1, 63, 127, 128, 4097, 131072, 1_000_003])
+@pytest.mark.parametrize("head_dim,gqa", [(64, 1), (128, 8), (256, 4)])
+def test_split_plan_covers_every_token_once(n, head_dim, gqa):
+    nw = kernels.warps_per_block(head_dim, gqa, "cuda")
+    splits, chunk = kernels.split_plan(n, 8, nw)
+    assert chunk % (nw * kernels.TILE_TOKENS) == 0
+    assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, nothing left over
+    assert splits <= kernels.MAX_SPLITS
+    for backend in ("cuda", "metal"):
+        assert kernels.shared_bytes(head_dim, kernels.padded_heads(gqa, backend),
+                                    kernels.warps_per_block(head_dim, gqa, backend)) <= kernels.SHARED_LIMIT[backend]
+
+
+def test_no_gpu_is_a_clear_fallback_signal():
+    if kernels.available() is not None:
+        pytest.skip("a GPU backend is present")
+    q = kernels.mx.zeros((1, 2, 1, 64), dtype=kernels.mx.float16)
+    kq = kernels.mx.quantize(kernels.mx.zeros((1, 1, 8, 64), dtype=kernels.mx.float16), 64, 4)
+    with pytest.raises(kernels.KernelUnsupported, match="No Metal or CUDA device"):
+        kernels.decode_attention(q, kq, kq, scale=1.0, length=8, k_bits=4, v_bits=4, k_group=64, v_group=64)
