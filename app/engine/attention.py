@@ -36,6 +36,7 @@ DECODE_BLOCK = 8192
 PREFILL_SCORE_BYTES = 4 * 2**20
 # From this many query rows per KV head, a block is unpacked to float32 for a plain matmul.
 UNPACK_ROWS = 32
+EVAL_BLOCKS = True
 
 
 class SeamMoved(FolioError):
@@ -98,6 +99,9 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
             kd = mx.dequantize(*kb, group_size=k_group, bits=k_bits)
             vd = mx.dequantize(*vb, group_size=v_group, bits=v_bits)
             run = fold(run, x @ kd.swapaxes(-1, -2), j0, j1, lambda p, vd=vd: p @ vd)
+            if EVAL_BLOCKS:
+                # MLX would otherwise schedule every block's scores before folding any of them.
+                mx.eval(run)
         else:
             s = mx.quantized_matmul(x, *kb, transpose=True, group_size=k_group, bits=k_bits)
             run = fold(run, s, j0, j1,
