@@ -8,9 +8,10 @@ receives are a `Compressed` view (what Folio's caches return from `update_and_fe
 attention runs; anything else goes to mlx-lm's original. `check_seam()` fails loudly if a future
 mlx-lm moves it, and tests/test_attention_reference.py runs it.
 
-The reference walks the cache in blocks with an online softmax (fp32), scoring each block with
-`mx.quantized_matmul` straight on the packed codes, so no fp16 K or V of the context is ever
-materialized and peak memory stays a few score blocks above the cache itself.
+The reference walks the cache in blocks with an online softmax (fp32). Decode scores each block
+with `mx.quantized_matmul` straight on the packed codes; prefill unpacks one block at a time for
+a plain matmul. No fp16 K or V of the context is ever materialized, and peak memory stays a few
+blocks above the cache itself. docs/kv-cache.md has the layout, the seam and the measurements.
 """
 
 import functools
@@ -36,6 +37,7 @@ DECODE_BLOCK = 8192
 PREFILL_SCORE_BYTES = 4 * 2**20
 # From this many query rows per KV head, a block is unpacked to float32 for a plain matmul.
 UNPACK_ROWS = 32
+# Evaluate the softmax state after each prefill block (False: MLX schedules all blocks at once).
 EVAL_BLOCKS = True
 
 
