@@ -62,3 +62,17 @@ def test_bad_input_gets_one_line(model_dir, tmp_path, capsys):
     assert code == 1 and "windows of 1,024 need" in out
     code, out = run_bench(capsys, "--model", str(model_dir("llama")), "--text", str(short), "--kv", "int3")
     assert code == 2 and "unknown KV mode" in out
+
+
+@pytest.mark.reference_models
+def test_int4_beats_mlx_lm_4bit_on_tiny_llama(reference_model_dir, capsys):
+    import email
+    import os
+
+    held_out = os.path.join(os.path.dirname(os.path.dirname(email.__file__)), "json")
+    code, out = run_bench(capsys, "--model", str(reference_model_dir / "tiny-llama"), "--text", held_out,
+                          "--context", "512", "--windows", "1", "--kv", "int4", "mlx-lm-4bit", "--json")
+    assert code == 0
+    r = {x["mode"]: x for x in json.loads(out)["results"]}
+    assert r["int4"]["bits_per_element"] < r["mlx-lm-4bit"]["bits_per_element"]
+    assert r["int4"]["mean_kl"] < r["mlx-lm-4bit"]["mean_kl"]
