@@ -227,9 +227,11 @@ class ChatSession:
         if self.cache:
             stats.kv_bytes = kvcache.cache_bytes(self.cache)
             stats.kv_bytes_fp16 = kvcache.fp16_bytes_for(self.loaded.shape, stats.context_used)
-            stats.kv_compression = stats.kv_bytes_fp16 / stats.kv_bytes if stats.kv_bytes else 1.0
             for k, v in kvcache.describe(self.cache, self.kv_mode).items():
                 setattr(stats, k, v)
+            # Per stored element, not allocated bytes: preallocated blocks would make a short
+            # conversation look worse than its policy.
+            stats.kv_compression = 16.0 / stats.kv_bits_per_element
         logger.info("turn: %s", stats.to_dict())
 
 
