@@ -5,49 +5,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMessageBox
 
-from app.settings import Settings
-from app.store import Store
-from app.ui.main_window import MainWindow
+pytest.register_assert_rewrite("ui_helpers")
+pytest_plugins = ["ui_helpers"]  # the window and endless_model fixtures
 
-WAIT = 60_000
-
-
-@pytest.fixture
-def endless_model(model_dir):
-    """A model whose end-of-text token can never be sampled, so answers run to max_tokens."""
-    return model_dir("llama", eos_token_id=100_000)
-
-
-def make_window(qtbot, model=None, **prefs):
-    settings = Settings()
-    for k, v in {"max_tokens": 24, "kv_mode": "fp16", **prefs}.items():
-        settings.set(k, v)
-    store = Store()
-    window = MainWindow(settings, store)
-    qtbot.addWidget(window)
-    window.show()
-    if model is not None:
-        window.add_model_folder(str(model))
-        qtbot.waitUntil(lambda: bool(window.model_info.get("model_id")), timeout=WAIT)
-    return window
-
-
-@pytest.fixture
-def window(qtbot, model_dir):
-    w = make_window(qtbot, model_dir("llama"))
-    yield w
-    w.close()
-    w.store.close()
-
-
-def send(qtbot, window, text):
-    window.composer.input.setFocus()
-    qtbot.keyClicks(window.composer.input, text)
-    qtbot.keyClick(window.composer.input, Qt.Key_Return)
-
-
-def wait_idle(qtbot, window):
-    qtbot.waitUntil(lambda: not window.answers, timeout=WAIT)
+from ui_helpers import WAIT, open_window, send, wait_idle  # noqa: E402
 
 
 def entries(window):
@@ -79,7 +40,7 @@ def test_shift_enter_makes_a_new_line_instead_of_sending(qtbot, window):
 
 
 def test_stop_mid_answer_keeps_the_partial_text(qtbot, endless_model):
-    window = make_window(qtbot, endless_model, max_tokens=100_000)
+    window = open_window(qtbot, endless_model, max_tokens=100_000)
     send(qtbot, window, "Tell me everything")
     qtbot.waitUntil(lambda: len(window.chat.transcript.entries[-1].content) > 20, timeout=WAIT)
     qtbot.mouseClick(window.composer.button, Qt.LeftButton)  # the Send button reads Stop now
@@ -122,7 +83,7 @@ def test_edit_an_earlier_message_and_resubmit(qtbot, window):
 
 
 def test_switching_conversations_while_generating_keeps_outputs_apart(qtbot, endless_model):
-    window = make_window(qtbot, endless_model, max_tokens=300)
+    window = open_window(qtbot, endless_model, max_tokens=300)
     send(qtbot, window, "conversation A")
     conv_a = window.conversation_id
     qtbot.waitUntil(lambda: bool(window.chat.transcript.entries[-1].content), timeout=WAIT)
@@ -147,7 +108,7 @@ def test_switching_conversations_while_generating_keeps_outputs_apart(qtbot, end
 
 
 def test_no_model_installed_shows_the_way_to_the_model_manager(qtbot):
-    window = make_window(qtbot)
+    window = open_window(qtbot)
     # The engine thread lists the installed models through app.hub; the picker fills when it answers.
     qtbot.waitUntil(lambda: "No model is installed" in window.banner.text(), timeout=WAIT)
     assert window.banner.button.text() == "Open Model Manager"
@@ -180,7 +141,7 @@ def test_a_failure_in_the_worker_shows_its_reason_and_the_app_goes_on(qtbot, win
 
 
 def test_quitting_stops_the_worker_and_keeps_the_partial_answer(qtbot, endless_model):
-    window = make_window(qtbot, endless_model, max_tokens=100_000)
+    window = open_window(qtbot, endless_model, max_tokens=100_000)
     send(qtbot, window, "long answer please")
     qtbot.waitUntil(lambda: bool(window.chat.transcript.entries[-1].content), timeout=WAIT)
     conv = window.conversation_id

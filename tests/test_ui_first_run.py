@@ -2,30 +2,22 @@
 
 import shutil
 
+import pytest
 from PySide6.QtCore import Qt
 
 from app.hub import net
 from app.settings import Settings
-from app.store import Store
-from app.ui.main_window import MainWindow
 from app.ui.model_manager import ModelManagerWindow
 
-WAIT = 60_000
+pytest.register_assert_rewrite("ui_helpers")
+from ui_helpers import WAIT, close_window, open_window  # noqa: E402
 
 
-def open_window(qtbot, settings=None):
-    window = MainWindow(settings or Settings(), Store())
-    qtbot.addWidget(window)
-    window.show()
+def open_listed(qtbot, settings=None):
+    """The window once the engine thread has listed the installed models."""
+    window = open_window(qtbot, settings=settings)
     qtbot.waitUntil(lambda: window.picker.property("listed") is True, timeout=WAIT)
     return window
-
-
-def close(window):
-    if window._manager is not None:
-        window._manager.close()
-    window.close()
-    window.store.close()
 
 
 def in_hf_cache(model, repo_id: str):
@@ -43,7 +35,7 @@ def in_hf_cache(model, repo_id: str):
 
 
 def test_the_welcome_screen_leads_to_the_model_manager_on_the_suggestion(qtbot):
-    window = open_window(qtbot)
+    window = open_listed(qtbot)
     assert window.show_welcome_if_first_run()
     welcome = window.welcome
     assert window.pages.currentWidget() is welcome and welcome.isVisible() and not window.chat.isVisible()
@@ -58,17 +50,17 @@ def test_the_welcome_screen_leads_to_the_model_manager_on_the_suggestion(qtbot):
         assert manager.catalog_table.item(row, 0).data(Qt.UserRole) == suggestion.repo_id
     # The first run is over: the next start goes straight to the chat.
     assert Settings().first_run_done and not window.show_welcome_if_first_run()
-    close(window)
+    close_window(window)
 
 
 def test_not_now_goes_to_the_chat_and_a_dropped_file_ends_the_welcome_too(qtbot, tmp_path):
-    window = open_window(qtbot)
+    window = open_listed(qtbot)
     window.show_welcome_if_first_run()
     qtbot.mouseClick(window.welcome.later_button, Qt.LeftButton)
     assert window.pages.currentWidget() is window.chat_page and window._manager is None
-    close(window)
+    close_window(window)
 
-    window = open_window(qtbot, Settings())
+    window = open_listed(qtbot, Settings())
     Settings().set("first_run_done", False)
     window.settings = Settings()
     assert window.show_welcome_if_first_run()
@@ -76,7 +68,7 @@ def test_not_now_goes_to_the_chat_and_a_dropped_file_ends_the_welcome_too(qtbot,
     note.write_text("hello")
     window.attach_files([note])
     assert window.pages.currentWidget() is window.chat_page and window.composer.attachments == [note]
-    close(window)
+    close_window(window)
 
 
 def test_the_picker_lists_cache_and_imported_models_through_the_hub(qtbot, model_dir, tmp_path, monkeypatch):
@@ -90,7 +82,7 @@ def test_the_picker_lists_cache_and_imported_models_through_the_hub(qtbot, model
     (broken / "config.json").write_text('{"model_type": "llama"}')
     settings = Settings()
     settings.set("imported_models", [str(broken)])
-    window = open_window(qtbot, settings)
+    window = open_listed(qtbot, settings)
     items = {window.picker.itemData(i): i for i in range(window.picker.count())}
     assert "org/tiny-llama" in items and str(broken) in items
     # A folder the loader would refuse is shown, greyed out, with the reason as its tooltip.
@@ -104,14 +96,14 @@ def test_the_picker_lists_cache_and_imported_models_through_the_hub(qtbot, model
     window.picker.activated.emit(items["org/tiny-llama"])
     qtbot.waitUntil(lambda: window.model_info.get("name") == "org/tiny-llama", timeout=WAIT)
     # The remembered model is chosen again on the next start, once the list is in.
-    close(window)
-    again = open_window(qtbot, Settings())
+    close_window(window)
+    again = open_listed(qtbot, Settings())
     qtbot.waitUntil(lambda: again.model_info.get("name") == "org/tiny-llama", timeout=WAIT)
-    close(again)
+    close_window(again)
 
 
 def test_the_picker_follows_imports_and_deletions_in_the_model_manager(qtbot, model_dir, tmp_path):
-    window = open_window(qtbot)
+    window = open_listed(qtbot)
     assert window.models == [] and window.picker.itemText(0) == "No model installed"
     folder = tmp_path / "my-model"
     shutil.copytree(model_dir("llama"), folder)
@@ -123,4 +115,4 @@ def test_the_picker_follows_imports_and_deletions_in_the_model_manager(qtbot, mo
     manager.delete(str(folder.resolve()), confirm=False)
     qtbot.waitUntil(lambda: window.picker.findData(str(folder.resolve())) < 0, timeout=WAIT)
     assert window.picker.itemText(0) == "No model installed" and "No model is installed" in window.banner.text()
-    close(window)
+    close_window(window)

@@ -7,53 +7,16 @@ from PySide6.QtWidgets import QApplication
 
 from pdf_factory import make_book, make_encrypted, make_pdf
 
-from app.settings import Settings
-from app.store import Store
-from app.ui.main_window import MainWindow
+pytest.register_assert_rewrite("ui_helpers")
+pytest_plugins = ["ui_helpers"]  # the window and endless_model fixtures
 
-WAIT = 60_000
-
-
-@pytest.fixture
-def endless_model(model_dir):
-    return model_dir("llama", eos_token_id=100_000)
-
-
-def make_window(qtbot, model, **prefs):
-    settings = Settings()
-    for k, v in {"max_tokens": 8, "kv_mode": "fp16", **prefs}.items():
-        settings.set(k, v)
-    window = MainWindow(settings, Store())
-    qtbot.addWidget(window)
-    window.resize(1000, 700)
-    window.show()
-    window.add_model_folder(str(model))
-    qtbot.waitUntil(lambda: bool(window.model_info.get("model_id")), timeout=WAIT)
-    return window
-
-
-@pytest.fixture
-def window(qtbot, model_dir):
-    w = make_window(qtbot, model_dir("llama"))
-    yield w
-    w.close()
-    w.store.close()
+from ui_helpers import WAIT, open_window, send, wait_idle  # noqa: E402
 
 
 def attach(qtbot, window, *files):
     window.composer.add_files(list(files))
     chips = window.composer.chip_widgets
     qtbot.waitUntil(lambda: all(chips[f].state not in ("", "reading") for f in files), timeout=WAIT)
-
-
-def type_and_send(qtbot, window, text):
-    window.composer.input.setFocus()
-    qtbot.keyClicks(window.composer.input, text)
-    qtbot.keyClick(window.composer.input, Qt.Key_Return)
-
-
-def wait_idle(qtbot, window):
-    qtbot.waitUntil(lambda: not window.answers and window.pending is None, timeout=WAIT)
 
 
 def shown(window, row: int) -> str:
@@ -66,7 +29,7 @@ def test_a_document_that_fits_goes_whole_into_the_prompt_and_stays_with_the_mess
     pdf = make_pdf(tmp_path / "orchard.pdf", ["Apples ripen in September.", "Pears follow in October."])
     attach(qtbot, window, pdf)
     assert window.composer.chip_widgets[pdf].state == "ready"
-    type_and_send(qtbot, window, "When do pears ripen?")
+    send(qtbot, window, "When do pears ripen?")
     wait_idle(qtbot, window)
 
     user, answer = window.store.messages(window.conversation_id)
@@ -84,7 +47,7 @@ def test_a_document_that_fits_goes_whole_into_the_prompt_and_stays_with_the_mess
 
     # The next turn sends the same prefix, so the conversation's cache is reused, documents included.
     first_prompt = answer.stats["prompt_tokens"]
-    type_and_send(qtbot, window, "And apples?")
+    send(qtbot, window, "And apples?")
     wait_idle(qtbot, window)
     second = window.store.messages(window.conversation_id)[-1]
     assert second.state == "complete" and second.stats["cached_tokens"] >= first_prompt
@@ -96,7 +59,7 @@ def test_a_bad_file_keeps_its_message_on_the_chip_and_blocks_nothing_else(qtbot,
     attach(qtbot, window, good, locked)
     chip = window.composer.chip_widgets[locked]
     assert chip.state == "error" and "password-protected" in chip.status.text()
-    type_and_send(qtbot, window, "What do bees like?")
+    send(qtbot, window, "What do bees like?")
     wait_idle(qtbot, window)
     user, answer = window.store.messages(window.conversation_id)
     assert [a.file_name for a in user.attachments] == ["notes.pdf"] and answer.state == "complete"
@@ -106,11 +69,11 @@ def test_a_bad_file_keeps_its_message_on_the_chip_and_blocks_nothing_else(qtbot,
 
 
 def test_too_long_for_the_context_offers_a_larger_one_or_passages(qtbot, model_dir, tmp_path):
-    window = make_window(qtbot, model_dir("llama"), context_length=1024)
+    window = open_window(qtbot, model_dir("llama"), max_tokens=8, context_length=1024)
     book = make_book(tmp_path / "book.pdf", 12, words_per_page=20)
     attach(qtbot, window, book)
     assert window.composer.chip_widgets[book].state == "partial"
-    type_and_send(qtbot, window, "Which page is about marker3?")
+    send(qtbot, window, "Which page is about marker3?")
     qtbot.waitUntil(lambda: "does not fit whole" in window.banner.text(), timeout=WAIT)
     # Nothing was sent or stored; the offer names the numbers and the larger context.
     assert window.store.messages(window.conversation_id) == [] and window.composer.text() == "Which page is about marker3?"
@@ -127,7 +90,7 @@ def test_too_long_for_the_context_offers_a_larger_one_or_passages(qtbot, model_d
     # Or take the larger context: the chat keeps it and the book goes in whole.
     window.new_conversation()
     attach(qtbot, window, book)
-    type_and_send(qtbot, window, "Which page is about marker5?")
+    send(qtbot, window, "Which page is about marker5?")
     qtbot.waitUntil(lambda: window.banner.button.isVisible() and "Tokens of Context" in window.banner.button.text(),
                     timeout=WAIT)
     offered = int(window.banner.button.text().split()[1].replace(",", ""))
@@ -157,15 +120,15 @@ class StopDuringPrefill(QObject):
 
 
 def test_cancelling_the_prefill_keeps_the_conversation_as_it_was(qtbot, endless_model, tmp_path):
-    window = make_window(qtbot, endless_model)
-    type_and_send(qtbot, window, "Hello")
+    window = open_window(qtbot, endless_model, max_tokens=8)
+    send(qtbot, window, "Hello")
     wait_idle(qtbot, window)
     before = [(m.role, m.content) for m in window.store.messages(window.conversation_id)]
     book = make_book(tmp_path / "long.pdf", 6, words_per_page=120)
     attach(qtbot, window, book)
 
     watcher = StopDuringPrefill(window)
-    type_and_send(qtbot, window, "Summarize the book")
+    send(qtbot, window, "Summarize the book")
     wait_idle(qtbot, window)
     # Progress showed as tokens and percent while the document was read, then the stop undid the send.
     state, text = watcher.seen[1]

@@ -2,28 +2,27 @@
 
 It is the one place that ties the store (what was said), the engine worker (what the model
 says next) and the widgets together. Every answer is a job: the store gets its text as it
-streams, the transcript only when its conversation is the one on screen.
+streams, the transcript only when its conversation is the one on screen. The parts live in
+their own modules (answers, send_documents, model_picker, menus) and are mixed in here.
 """
 
-import importlib.metadata
-import json
-import platform
-from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSettings, Qt, QUrl
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (
-    QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter,
-    QStackedWidget, QToolBar, QVBoxLayout, QWidget,
-)
+from PySide6.QtCore import QEvent, QSettings
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication, QMainWindow, QSplitter, QStackedWidget, QVBoxLayout, QWidget
 
-from app import __version__, log, paths
+from app import log, paths
 from app.engine.errors import FolioError
 from app.settings import CONVERSATION_OVERRIDES
 from app.ui import theme
-from app.ui.chat_view import ChatView, Entry, entry_from_message
+from app.ui.answers import Answer, Answers
+from app.ui.banner import Banner
+from app.ui.chat_view import ChatView, entry_from_message
 from app.ui.composer import Composer
+from app.ui.menus import Menus
+from app.ui.model_picker import ModelPicker
+from app.ui.send_documents import DocumentSending, Pending
 from app.ui.settings_dialog import ConversationSettingsDialog, PreferencesDialog, effective
 from app.ui.sidebar import Sidebar
 from app.ui.stats_bar import StatsBar
@@ -31,72 +30,8 @@ from app.ui.worker import Engine
 
 logger = log.get("ui")
 
-MANAGER = "__manager__"
 
-
-@dataclass
-class Answer:
-    """One job in flight: where its text goes, and what to give back if it is cancelled before a word."""
-
-    conversation_id: int
-    message_id: int
-    text: str = ""
-    user_message_id: int | None = None  # the message this send added; None for a regenerate
-    draft: tuple = ()  # (text, files) the composer held before sending
-
-
-@dataclass
-class Pending:
-    """A send whose documents the engine thread is reading and planning; nothing is stored yet."""
-
-    request: int
-    conversation_id: int
-    text: str
-    files: list  # paths of new attachments
-    stored: list  # dicts of documents already in the store (an edited message's)
-    editing: int | None
-    passages_ok: bool = False  # the user saw that they do not fit whole and chose passages
-
-
-class Banner(QWidget):
-    """A one-line message above the transcript, with an optional action button."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setObjectName("banner")
-        self.setAttribute(Qt.WA_StyledBackground)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.button = QPushButton()
-        self.close_button = QPushButton("✕")
-        self.close_button.setFlat(True)
-        self.close_button.setAccessibleName("Dismiss")
-        self.close_button.clicked.connect(self.hide)
-        box = QHBoxLayout(self)
-        box.setContentsMargins(14, 8, 8, 8)
-        box.addWidget(self.label, 1)
-        box.addWidget(self.button)
-        box.addWidget(self.close_button)
-        self._action = None
-        self.button.clicked.connect(lambda: self._action and self._action())
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "info", action: str = "", on_action=None):
-        self.label.setText(text)
-        self.setProperty("kind", kind)
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.button.setText(action)
-        self.button.setVisible(bool(action))
-        self._action = on_action
-        self.show()
-
-    def text(self) -> str:
-        return self.label.text() if self.isVisible() else ""
-
-
-class MainWindow(QMainWindow):
+class MainWindow(Answers, DocumentSending, ModelPicker, Menus, QMainWindow):
     def __init__(self, settings, store, engine: Engine | None = None, parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -180,71 +115,6 @@ class MainWindow(QMainWindow):
         self.chat.regenerateRequested.connect(self.regenerate)
         self.chat.copied.connect(lambda _: self.stats.flash("Copied", 1500))
 
-    def _build_toolbar(self):
-        bar = QToolBar("Model")
-        bar.setObjectName("mainToolbar")
-        bar.setMovable(False)
-        bar.setFloatable(False)
-        self.picker = QComboBox()
-        self.picker.setObjectName("modelPicker")
-        self.picker.setAccessibleName("Model")
-        self.picker.setToolTip("Choose a model (⌘L)")
-        self.picker.activated.connect(self._picker_activated)
-        bar.addWidget(QLabel(" Model "))
-        bar.addWidget(self.picker)
-        spacer = QWidget()
-        spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding, spacer.sizePolicy().verticalPolicy())
-        bar.addWidget(spacer)
-        self.chat_settings_button = QPushButton("Chat Settings")
-        self.chat_settings_button.setAccessibleName("Settings for this chat")
-        self.chat_settings_button.clicked.connect(self.edit_chat_settings)
-        bar.addWidget(self.chat_settings_button)
-        self.addToolBar(bar)
-        self.setUnifiedTitleAndToolBarOnMac(True)
-
-    def _action(self, menu, text, slot, shortcut=None, role=None):
-        action = QAction(text, self)
-        if shortcut:
-            keys = shortcut if isinstance(shortcut, (list, tuple)) else [shortcut]
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        if role is not None:
-            action.setMenuRole(role)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
-
-    def _build_menus(self):
-        mb = self.menuBar()
-        a = {}
-        file = mb.addMenu("&File")
-        a["new"] = self._action(file, "New Chat", self.new_conversation, "Ctrl+N")
-        file.addSeparator()
-        a["export_md"] = self._action(file, "Export Chat as Markdown…", lambda: self.export("md"))
-        a["export_json"] = self._action(file, "Export Chat as JSON…", lambda: self.export("json"))
-        a["import"] = self._action(file, "Import Chat…", self.import_chat)
-        file.addSeparator()
-        a["close"] = self._action(file, "Close Window", self.close, "Ctrl+W")
-        # On macOS Qt moves these three into the application menu by their roles.
-        a["preferences"] = self._action(file, "Settings…", self.edit_preferences, "Ctrl+,",
-                                        QAction.PreferencesRole)
-        a["quit"] = self._action(file, "Quit Folio", self.close, "Ctrl+Q", QAction.QuitRole)
-        edit = mb.addMenu("&Edit")
-        a["copy_answer"] = self._action(edit, "Copy Last Answer", self.copy_last_answer, "Ctrl+Shift+C")
-        a["find"] = self._action(edit, "Search Chats", self.sidebar.focus_search, "Ctrl+F")
-        chat = mb.addMenu("&Chat")
-        a["stop"] = self._action(chat, "Stop", self.stop, ["Esc", "Ctrl+."])
-        a["regenerate"] = self._action(chat, "Regenerate Answer", lambda: self.regenerate(None), "Ctrl+R")
-        a["chat_settings"] = self._action(chat, "Chat Settings…", self.edit_chat_settings)
-        chat.addSeparator()
-        a["model"] = self._action(chat, "Choose Model", self.focus_picker, "Ctrl+L")
-        a["manager"] = self._action(chat, "Model Manager…", self.open_model_manager, "Ctrl+Shift+M")
-        a["import_model"] = self._action(chat, "Import Model Folder…", self.import_model_folder)
-        help_ = mb.addMenu("&Help")
-        a["log"] = self._action(help_, "Show Log File", self.show_log)
-        a["diagnostics"] = self._action(help_, "Copy Diagnostics", self.copy_diagnostics)
-        a["about"] = self._action(help_, "About Folio", self.about, role=QAction.AboutRole)
-        self.actions_by_name = a
-
     def _connect_engine(self):
         w = self.engine.worker
         w.loading.connect(self._on_loading)
@@ -263,145 +133,6 @@ class MainWindow(QMainWindow):
         w.prepared.connect(self._on_prepared)
         w.prepareFailed.connect(self._on_prepare_failed)
         w.modelsListed.connect(self._on_models_listed)
-
-    # -- models -----------------------------------------------------------
-    def refresh_models(self):
-        """Ask the engine thread for the installed models (app.hub checks folders with the loader,
-        which imports mlx); the picker fills when `modelsListed` comes back."""
-        self.engine.list_models(self.settings.imported_models)
-
-    def _on_models_listed(self, models: list):
-        first = not self.models and self.picker.property("listed") is None
-        self.picker.setProperty("listed", True)
-        self._fill_picker(models)
-        if not models:
-            self.banner.show_message(
-                "No model is installed yet. Open the Model Manager to download one, "
-                "or import a model folder you already have.",
-                "info", "Open Model Manager", self.open_model_manager,
-            )
-        elif self.banner.text().startswith("No model is installed"):
-            self.banner.hide()
-        if first and not self.model_name and self.settings.last_model and self._picker_has(self.settings.last_model):
-            self.choose_model(self.settings.last_model)
-
-    def _fill_picker(self, models: list):
-        self.models = list(models)
-        self.picker.blockSignals(True)
-        self.picker.clear()
-        for m in models:
-            label = m["name"] if m["source"] == "hub" else Path(m["name"]).name
-            self.picker.addItem(label, m["name"])
-            if m["problem"]:  # listed so the user sees it, but it cannot be chosen
-                i = self.picker.count() - 1
-                self.picker.setItemData(i, m["problem"], Qt.ToolTipRole)
-                self.picker.model().item(i).setEnabled(False)
-        if self.model_name and not self._picker_has(self.model_name):
-            self.picker.insertItem(0, Path(self.model_name).name, self.model_name)
-        if not self.picker.count():
-            self.picker.addItem("No model installed", None)
-        self.picker.insertSeparator(self.picker.count())
-        self.picker.addItem("Open Model Manager…", MANAGER)
-        index = self.picker.findData(self.model_name) if self.model_name else -1
-        self.picker.setCurrentIndex(max(index, 0))
-        self.picker.blockSignals(False)
-
-    def _picker_has(self, name: str) -> bool:
-        return self.picker.findData(name) >= 0
-
-    def _picker_activated(self, index: int):
-        name = self.picker.itemData(index)
-        if name == MANAGER:
-            self.picker.setCurrentIndex(max(0, self.picker.findData(self.model_name)))
-            self.open_model_manager()
-        elif name:
-            self.choose_model(name)
-
-    def focus_picker(self):
-        self.picker.setFocus()
-        self.picker.showPopup()
-
-    def choose_model(self, name: str):
-        if name == self.model_info.get("name"):
-            return
-        if self.answers:
-            self.banner.show_message("Wait for the answer to finish (or stop it) before switching models.", "info")
-            self.picker.setCurrentIndex(max(0, self.picker.findData(self.model_name)))
-            return
-        self.model_name = name
-        self.model_info = {}
-        if not self._picker_has(name):
-            self.picker.insertItem(0, Path(name).name, name)
-        self.picker.setCurrentIndex(self.picker.findData(name))
-        self.engine.load(name)
-
-    def open_model_manager(self):
-        try:
-            from app.ui.model_manager import ModelManagerWindow
-        except ModuleNotFoundError:
-            QMessageBox.information(
-                self, "Model Manager",
-                "The model manager is not part of this build. Download a model from a terminal with\n\n"
-                "    folio models pull mlx-community/Qwen3-4B-Instruct-2507-4bit\n\n"
-                "or choose a model folder with Chat ▸ Import Model Folder.",
-            )
-            return
-        if self._manager is None:
-            self._manager = ModelManagerWindow(self)
-            self._manager.modelChosen.connect(self._manager_chose)
-            # Downloads, imports and deletions there change what the picker offers.
-            self._manager.installedChanged.connect(self._on_models_listed)
-        else:
-            self._manager.refresh()
-        self._manager.show()
-        self._manager.raise_()
-        return self._manager
-
-    def import_model_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "Import Model Folder", str(Path.home()))
-        if folder:
-            self.add_model_folder(folder)
-
-    def add_model_folder(self, folder: str):
-        """Remember a local model folder; the worker validates it fully when it loads."""
-        path = Path(folder)
-        if not (path / "config.json").exists():
-            self.banner.show_message(f"{path.name} has no config.json; it is not a Hugging Face model folder.", "error")
-            return
-        imported = list(self.settings.imported_models)
-        if str(path) not in imported:
-            self.settings.set("imported_models", imported + [str(path)])
-        self.refresh_models()
-        self.banner.hide()
-        self.choose_model(str(path))
-
-    def _manager_chose(self, name: str):
-        self.refresh_models()
-        self.choose_model(name)
-
-    def _on_loading(self, name: str):
-        self.stats.set_model(Path(name).name if "/" not in name or Path(name).exists() else name)
-        self.stats.set_state("loading…")
-        self.picker.setEnabled(False)
-
-    def _on_loaded(self, info: dict):
-        self.model_info = info
-        self.picker.setEnabled(True)
-        self.settings.set("last_model", info["name"])
-        self.stats.set_model(info["model_id"])
-        self.stats.set_backend(info["backend"])
-        self.stats.set_state("idle")
-        self.chat.set_model_name(info["model_id"])
-        if self.banner.property("kind") != "error":
-            self.banner.hide()
-        logger.info("model ready: %s", info)
-
-    def _on_load_failed(self, name: str, reason: str):
-        self.picker.setEnabled(True)
-        self.model_name = ""
-        self.stats.set_model("")
-        self.stats.set_state("idle")
-        self.banner.show_message(reason, "error", "Open Model Manager", self.open_model_manager)
 
     # -- conversations ----------------------------------------------------
     def open_conversation(self, conv_id: int | None):
@@ -500,7 +231,7 @@ class MainWindow(QMainWindow):
         self.sidebar.refresh()
         self.start_answer(conv_id, user_id, (text, []))
 
-    # -- documents --------------------------------------------------------
+    # -- what the model reads --------------------------------------------
     def _values(self, conv) -> dict:
         """Preferences with the chat's overrides, and the larger context the chat took for its documents."""
         values = effective(self.settings, conv.settings if conv else None)
@@ -510,109 +241,6 @@ class MainWindow(QMainWindow):
         elif wider and not values["context_length"]:
             values["context_length"] = wider
         return values
-
-    def _stored_documents(self, message_id: int) -> list[dict]:
-        """An edited message's documents, from the store: they go with the new text."""
-        for m in self.store.messages(self.conversation_id):
-            if m.id == message_id:
-                kinds = {d.get("attachment_id"): d.get("kind", "pdf") for d in m.stats.get("documents", [])}
-                return [{"attachment_id": a.id, "name": a.file_name, "kind": kinds.get(a.id, "pdf"),
-                         "sha256": a.sha256, "text": a.text} for a in m.attachments]
-        return []
-
-    def _prepare(self, p: Pending):
-        """Ask the engine thread to read and plan the documents; the send completes in `_on_prepared`."""
-        conv = self.store.get_conversation(p.conversation_id)
-        values = self._values(conv)
-        history = self._prompt(p.conversation_id, values, before=p.editing)
-        messages = history + [{"role": "user", "content": p.text}]
-        p.request = self.engine.prepare(p.conversation_id, messages, [*p.stored, *map(str, p.files)],
-                                        values["kv_mode"], values["context_length"])
-        self.pending = p
-        self.composer.set_busy(True)
-        self.stats.set_state("reading documents…")
-
-    def _on_prepared(self, request: int, plan: dict):
-        p = self.pending
-        if p is None or p.request != request:
-            return
-        if not plan["fits"] and plan["larger_context"] and not p.passages_ok:
-            # Not silently: say so with the numbers, offer the larger context, or passages on a second Send.
-            self.pending = None
-            self._settle_pending(p)
-            names = ", ".join(d["name"] for d in plan["documents"] if d["mode"] != "full")
-            self.banner.show_message(
-                f"{names} does not fit whole. {plan['reason']} Send again for the most relevant passages only.",
-                "warning", f"Use {plan['larger_context']:,} Tokens of Context",
-                lambda n=plan["larger_context"], c=p.conversation_id: self._widen_context(c, n),
-            )
-            self._offer = (p.conversation_id, p.text, list(p.files))
-            return
-        self.pending = None
-        self._commit(p, plan)
-
-    def _widen_context(self, conv_id: int, tokens: int):
-        conv = self.store.get_conversation(conv_id)
-        self.store.update_conversation(conv_id, settings={**(conv.settings or {}), "context_length": tokens})
-        self.banner.hide()
-        self._offer = None
-        if conv_id == self.conversation_id and self.composer.text().strip():
-            self.composer.send()
-
-    def _on_prepare_failed(self, request: int, reason: str):
-        p = self.pending
-        if p is None or p.request != request:
-            return
-        self.pending = None
-        self._settle_pending(p)
-        if reason:  # "" is a cancel: the composer still holds everything
-            self.banner.show_message(reason, "error")
-
-    def _settle_pending(self, p: Pending):
-        if p.conversation_id == self.conversation_id:
-            self.composer.set_busy(False)
-        self.stats.set_state("idle" if not self.answers else "generating")
-
-    def _commit(self, p: Pending, plan: dict):
-        """Store the documents and the message, then answer. What the model read is kept with the
-        message, so later turns send exactly the same prompt (and reuse its cache)."""
-        conv_id = p.conversation_id
-        try:
-            known = {(a.file_name, a.sha256): a.id for a in self.store.attachments(conv_id)}
-            ids, sent = [], []
-            for d in plan["documents"]:
-                att = known.get((d["name"], d["sha256"])) or self.store.add_attachment(
-                    conv_id, d["name"], d["sha256"], d["pages"], d["text"], d["tokens"])
-                ids.append(att)
-                sent.append({"attachment_id": att, **{k: d[k] for k in ("name", "kind", "pages", "tokens", "mode", "passages")}})
-            if p.editing is not None:
-                self.store.delete_messages_from(conv_id, p.editing)
-            user_id = self.store.add_message(conv_id, "user", p.text, attachment_ids=ids,
-                                             stats={"documents": sent, "prompt": plan["message"]})
-        except FolioError as e:
-            self._settle_pending(p)
-            self.banner.show_message(str(e), "error")
-            return
-        on_screen = conv_id == self.conversation_id
-        if on_screen:
-            self.composer.clear()
-            self.composer.keep_only(self.composer.failed_files())
-        self.open_conversation(self.conversation_id)
-        self.sidebar.refresh()
-        notes = [w for w in plan["warnings"] if "does not fit" in w or "passages" in w]
-        if notes and on_screen:
-            self.banner.show_message(" ".join(notes), "info")
-        self.start_answer(conv_id, user_id, (p.text, list(p.files)))
-
-    def _inspect_documents(self, paths: list):
-        """Ask the engine thread what each attached document costs in this conversation."""
-        if not paths:
-            return
-        conv = self.store.get_conversation(self.conversation_id) if self.conversation_id is not None else None
-        values = self._values(conv)
-        messages = self._prompt(conv.id, values) if conv else []
-        self.engine.inspect_documents(paths, messages, values["kv_mode"], values["context_length"])
-
     def _prompt(self, conv_id: int, values: dict, before: int | None = None) -> list[dict]:
         messages = []
         if values["system_prompt"].strip():
@@ -625,145 +253,6 @@ class MainWindow(QMainWindow):
             # A message sent with documents: the model saw them planned into it.
             messages.append({"role": m.role, "content": m.stats.get("prompt") or m.content})
         return messages
-
-    def start_answer(self, conv_id: int, user_message_id: int | None = None, draft: tuple = ()):
-        conv = self.store.get_conversation(conv_id)
-        values = self._values(conv)
-        messages = self._prompt(conv_id, values)
-        msg_id = self.store.begin_stream(conv_id)
-        params = {
-            "max_tokens": values["max_tokens"], "temperature": values["temperature"], "top_p": values["top_p"],
-            "min_p": values["min_p"], "repetition_penalty": values["repetition_penalty"],
-        }
-        job = self.engine.generate(conv_id, messages, params, values["kv_mode"], values["context_length"])
-        self.answers[job] = Answer(conv_id, msg_id, user_message_id=user_message_id, draft=draft)
-        if self.model_info.get("model_id"):
-            self.store.update_conversation(conv_id, model_id=self.model_info["model_id"])
-        waiting = len(self.answers) > 1
-        if conv_id == self.conversation_id:
-            self.chat.transcript.append(Entry(msg_id, "assistant", "", "waiting" if waiting else "generating"))
-            self.composer.set_busy(True)
-        self.sidebar.busy.add(conv_id)
-        return job
-
-    def stop(self):
-        job = self._job_for(self.conversation_id)
-        if job is None and self.pending is not None and self.pending.conversation_id == self.conversation_id:
-            job = self.pending.request
-        if job is not None:
-            self.engine.stop(job)
-            self.stats.set_state("stopping…")
-        elif self.composer.editing is not None:
-            self.composer.end_edit()
-
-    def regenerate(self, message_id: int | None):
-        conv_id = self.conversation_id
-        entries = self.chat.transcript.entries
-        if conv_id is None or not entries or self._job_for(conv_id) is not None or not self.model_name:
-            return
-        last = entries[-1]
-        if message_id is not None and message_id != last.id:
-            return
-        if last.role == "assistant":
-            self.store.delete_messages_from(conv_id, last.id)
-        self.open_conversation(conv_id)
-        self.start_answer(conv_id)
-
-    def edit_message(self, message_id: int):
-        if self._job_for(self.conversation_id) is not None:
-            return
-        row = self.chat.transcript.row_of(message_id)
-        if row >= 0:
-            self.composer.begin_edit(message_id, self.chat.transcript.entries[row].content)
-
-    # -- engine signals ---------------------------------------------------
-    def _visible(self, job: int) -> Answer | None:
-        a = self.answers.get(job)
-        return a if a and a.conversation_id == self.conversation_id else None
-
-    def _on_started(self, job: int):
-        a = self._visible(job)
-        if a:
-            self.chat.transcript.update(a.message_id, state="generating")
-
-    def _on_progress(self, job: int, done: int, total: int):
-        a = self._visible(job)
-        if a:
-            self.stats.set_state("prefilling", done, total)
-            self.chat.transcript.update(a.message_id, progress=(done, total))
-
-    def _on_text(self, job: int, piece: str):
-        a = self.answers.get(job)
-        if a is None:
-            return
-        first = not a.text
-        a.text += piece
-        self.store.update_stream(a.message_id, a.text)
-        if a.conversation_id == self.conversation_id:
-            self.chat.transcript.update(a.message_id, append=piece, **({"progress": None} if first else {}))
-            if first:
-                self.stats.set_state("generating")
-
-    def _on_notice(self, text: str):
-        self.stats.flash(text, 8000)
-
-    def _on_live(self, job: int, live: dict):
-        if self._visible(job):
-            self.stats.set_live(live)
-
-    def _on_finished(self, job: int, text: str, stats: dict):
-        a = self.answers.pop(job, None)
-        if a is None:
-            return
-        reason = stats.get("finish_reason", "")
-        self._settle(a)
-        try:
-            if reason == "cancelled" and not text:
-                # Stopped before the first word (during the prefill): the conversation is as it was,
-                # and what was sent goes back into the composer.
-                self.store.delete_messages_from(a.conversation_id, a.user_message_id or a.message_id)
-                if a.user_message_id is not None:
-                    self._restore_draft(a)
-            else:
-                state = "stopped" if reason in ("stopped", "cancelled") else "complete"
-                self.store.finish_message(a.message_id, text, state, stats)
-        except FolioError as e:
-            self.banner.show_message(str(e), "error")
-        if stats.get("context_limit"):
-            self.last_stats = stats
-            self.stats.set_stats(stats)
-        if a.conversation_id == self.conversation_id:
-            self.open_conversation(a.conversation_id)
-        self.sidebar.refresh()
-
-    def _restore_draft(self, a: Answer):
-        if a.conversation_id != self.conversation_id or not a.draft or self.composer.text().strip():
-            return
-        text, files = a.draft
-        self.composer.input.setPlainText(text)
-        self.composer.add_files(files)
-
-    def _on_failed(self, job: int, reason: str):
-        a = self.answers.pop(job, None)
-        if a is None:
-            self.banner.show_message(reason, "error")
-            return
-        self._settle(a)
-        try:
-            self.store.finish_message(a.message_id, a.text, "failed", {"error": reason})
-        except FolioError as e:
-            logger.warning("could not record a failure: %s", e)
-        if a.conversation_id == self.conversation_id:
-            self.open_conversation(a.conversation_id)
-            self.banner.show_message(reason, "error")
-        self.sidebar.refresh()
-
-    def _settle(self, a: Answer):
-        self.sidebar.busy.discard(a.conversation_id)
-        self.stats.set_state("idle" if not self.answers else "generating")
-        if a.conversation_id == self.conversation_id:
-            self.composer.set_busy(False)
-
     # -- settings ---------------------------------------------------------
     def edit_preferences(self):
         dialog = PreferencesDialog(self.settings, self)
@@ -791,81 +280,6 @@ class MainWindow(QMainWindow):
         splitter = self.window_state.value("splitter")
         if splitter is not None:
             self.splitter.restoreState(splitter)
-
-    # -- menu actions -----------------------------------------------------
-    def copy_last_answer(self):
-        for e in reversed(self.chat.transcript.entries):
-            if e.role == "assistant" and e.content:
-                QGuiApplication.clipboard().setText(e.content)
-                self.stats.flash("Copied the last answer", 1500)
-                return
-
-    def export(self, kind: str):
-        if self.conversation_id is None:
-            return
-        conv = self.store.get_conversation(self.conversation_id)
-        suffix = ".md" if kind == "md" else ".json"
-        path, _ = QFileDialog.getSaveFileName(self, "Export Chat", str(Path.home() / f"{conv.title}{suffix}"))
-        if not path:
-            return
-        try:
-            if kind == "md":
-                text = self.store.export_markdown(conv.id)
-            else:
-                text = json.dumps(self.store.export_json(conv.id), indent=2, ensure_ascii=False)
-            Path(path).write_text(text, encoding="utf-8")
-        except (OSError, FolioError) as e:
-            self.banner.show_message(f"Could not export: {e}", "error")
-
-    def import_chat(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Import Chat", str(Path.home()), "Folio chat (*.json)")
-        if not path:
-            return
-        try:
-            conv_id = self.store.import_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, FolioError) as e:
-            self.banner.show_message(f"Could not import {Path(path).name}: {e}", "error")
-            return
-        self.sidebar.refresh()
-        self.open_conversation(conv_id)
-
-    def show_log(self):
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log.log_file())))
-
-    def diagnostics(self) -> str:
-        def version(pkg):
-            try:
-                return importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                return "not installed"
-
-        import psutil
-
-        s = self.last_stats
-        lines = [
-            f"Folio {__version__}",
-            f"Python {platform.python_version()} on {platform.platform()} ({platform.machine()})",
-            "Packages: " + ", ".join(f"{p} {version(p)}" for p in ("mlx", "mlx-lm", "PySide6-Essentials", "huggingface_hub")),
-            f"Backend: {self.model_info.get('backend', 'not loaded yet')}",
-            f"Memory: RSS {psutil.Process().memory_info().rss / 1e9:.2f} GB, total {psutil.virtual_memory().total / 1e9:.1f} GB"
-            + (f", MLX active {s.get('active_memory_bytes', 0) / 1e9:.2f} GB, peak {s.get('peak_memory_bytes', 0) / 1e9:.2f} GB" if s else ""),
-            f"Model: {self.model_info.get('model_id', 'none')} ({self.model_info.get('path', '')})",
-            f"KV mode: {self.settings.kv_mode} (last turn: {s.get('kv_policy', '-')}), context {self.settings.context_length or 'model max'}",
-            f"Data: {paths.data_dir()}",
-            f"Log: {log.log_file()}",
-        ]
-        return "\n".join(lines)
-
-    def copy_diagnostics(self):
-        QGuiApplication.clipboard().setText(self.diagnostics())
-        self.stats.flash("Diagnostics copied: paste them into your bug report", 4000)
-
-    def about(self):
-        QMessageBox.about(
-            self, "About Folio",
-            f"<b>Folio {__version__}</b><p>Private, offline, long-context chat with local models. "
-            "Everything stays on this computer.</p>",
-        )
 
     # -- first run ----------------------------------------------------------
     def show_welcome_if_first_run(self) -> bool:
@@ -943,4 +357,3 @@ class MainWindow(QMainWindow):
                 logger.warning("could not save a stopped answer: %s", e)
         self.answers.clear()
         super().closeEvent(event)
-
