@@ -3,7 +3,6 @@
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QMessageBox
 
 pytest.register_assert_rewrite("ui_helpers")
 pytest_plugins = ["ui_helpers"]  # the window and endless_model fixtures
@@ -166,7 +165,7 @@ def test_code_blocks_render_monospace_with_a_copy_link(qtbot, window):
     assert QGuiApplication.clipboard().text() == e.content
 
 
-def test_sidebar_search_rename_and_delete(qtbot, window, monkeypatch):
+def test_sidebar_search_and_rename(qtbot, window):
     a = window.new_conversation()
     window.store.add_message(a, "user", "the zebra question")
     b = window.new_conversation()
@@ -180,12 +179,45 @@ def test_sidebar_search_rename_and_delete(qtbot, window, monkeypatch):
     window.sidebar.search.clear()
     window.rename_conversation(a, "Zebras")
     assert window.store.get_conversation(a).title == "Zebras" and window.windowTitle().startswith("Zebras")
-    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: QMessageBox.Cancel)
-    window.sidebar.ask_delete(a)
-    assert a in window.sidebar.conversation_ids()
-    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: QMessageBox.Yes)
-    window.sidebar.ask_delete(a)
+    window.sidebar.search.clear()
+
+
+def test_delete_can_be_undone_until_the_undo_window_passes(qtbot, window):
+    a = window.new_conversation()
+    window.store.add_message(a, "user", "the zebra question")
+    b = window.new_conversation()
+    window.sidebar.refresh()
+    window.open_conversation(a)
+    window.sidebar.deleteRequested.emit(a)  # the context menu's Delete
     assert window.sidebar.conversation_ids() == [b] and window.conversation_id == b
+    assert "Deleted “the zebra question”" in window.banner.text() and window.banner.button.text() == "Undo"
+    assert window.store.get_conversation(a)  # nothing is gone yet
+    qtbot.keyClicks(window.sidebar.search, "zebra")
+    assert window.sidebar.conversation_ids() == []  # nor found by search
+    undo = window.actions_by_name["undo_delete"]
+    assert undo.isEnabled() and [k.toString() for k in undo.shortcuts()] == ["Ctrl+Z"]
+    undo.trigger()
+    assert window.conversation_id == a and window.sidebar.conversation_ids() == [b, a] and not window.banner.text()
+    assert [m.content for m in window.store.messages(a)] == ["the zebra question"] and not undo.isEnabled()
+
+    window.deletion.timer.setInterval(50)  # the undo window passes
+    window.sidebar.list.setFocus()
+    window.sidebar.list.setCurrentRow(window.sidebar.conversation_ids().index(a))
+    qtbot.keyClick(window.sidebar.list, Qt.Key_Delete)
+    assert window.deletion.pending == a
+    qtbot.waitUntil(lambda: window.deletion.pending is None, timeout=WAIT)
+    assert [c.id for c in window.store.list_conversations()] == [b] and not window.banner.text()
+    assert not undo.isEnabled()
+
+
+def test_quitting_during_the_undo_window_completes_the_delete(qtbot, model_dir):
+    window = open_window(qtbot, model_dir("llama"))
+    a = window.new_conversation()
+    window.sidebar.deleteRequested.emit(a)
+    store = window.store
+    window.close()
+    assert store.list_conversations() == []
+    store.close()
 
 
 def test_menus_shortcuts_roles_and_accessible_names(window):

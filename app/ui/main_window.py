@@ -26,6 +26,7 @@ from app.ui.send_documents import DocumentSending, Pending
 from app.ui.settings_dialog import ConversationSettingsDialog, PreferencesDialog, effective
 from app.ui.sidebar import Sidebar
 from app.ui.stats_bar import StatsBar
+from app.ui.undo_delete import UndoableDelete
 from app.ui.worker import Engine
 
 logger = log.get("ui")
@@ -50,6 +51,8 @@ class MainWindow(Answers, DocumentSending, ModelPicker, Menus, QMainWindow):
         self.setMinimumSize(720, 480)
         self.setAcceptDrops(True)
 
+        self.deletion = UndoableDelete(self)
+        self.deletion.expired.connect(self._delete_for_real)
         self._build_widgets()
         self._build_toolbar()
         self._build_menus()
@@ -177,16 +180,54 @@ class MainWindow(Answers, DocumentSending, ModelPicker, Menus, QMainWindow):
             self.setWindowTitle(f"{title} — Folio")
 
     def delete_conversation(self, conv_id: int):
+        """Hide the chat at once; the store deletes it when the undo window passes (or on quit)."""
         job = self._job_for(conv_id)
         if job is not None:
             self.engine.stop(job)
-            self.answers.pop(job, None)
-        self.store.delete_conversation(conv_id)
-        self.engine.forget(conv_id)
+            a = self.answers.pop(job)
+            self._settle(a)
+            self._keep_stopped(a)
+        title = self.store.get_conversation(conv_id).title
+        self.deletion.start(conv_id)
+        self.sidebar.hidden.add(conv_id)
         self.sidebar.refresh()
         if conv_id == self.conversation_id:
             ids = self.sidebar.conversation_ids()
             self.open_conversation(ids[0] if ids else None)
+        self.actions_by_name["undo_delete"].setEnabled(True)
+        self.banner.show_message(f"Deleted “{title}”.", "info", "Undo", self.undo_delete)
+
+    def undo_delete(self):
+        conv_id = self.deletion.undo()
+        self.actions_by_name["undo_delete"].setEnabled(False)
+        if conv_id is None:
+            return
+        self.sidebar.hidden.discard(conv_id)
+        self.banner.hide()
+        self.sidebar.search.clear()
+        self.sidebar.refresh()
+        self.open_conversation(conv_id)
+
+    def _delete_for_real(self, conv_id: int):
+        self.actions_by_name["undo_delete"].setEnabled(False)
+        try:
+            self.store.delete_conversation(conv_id)
+        except FolioError as e:
+            self.banner.show_message(f"Could not delete the chat: {e}", "error")
+            return
+        finally:
+            self.sidebar.hidden.discard(conv_id)
+        self.engine.forget(conv_id)
+        if self.banner.text().startswith("Deleted “"):
+            self.banner.hide()
+
+    def _keep_stopped(self, a: Answer):
+        """An answer cut off by quitting or deleting: keep what it wrote, marked stopped (undo brings it back)."""
+        try:
+            self.store.finish_message(a.message_id, a.text, "stopped", {"finish_reason": "stopped"})
+        except FolioError as e:
+            logger.warning("could not save a stopped answer: %s", e)
+        self.sidebar.busy.discard(a.conversation_id)
 
     def _job_for(self, conv_id) -> int | None:
         return next((j for j, a in self.answers.items() if a.conversation_id == conv_id), None)
@@ -351,9 +392,8 @@ class MainWindow(Answers, DocumentSending, ModelPicker, Menus, QMainWindow):
         self.engine.shutdown()
         # The worker stopped mid-answer: keep what it wrote, marked stopped.
         for a in self.answers.values():
-            try:
-                self.store.finish_message(a.message_id, a.text, "stopped", {"finish_reason": "stopped"})
-            except FolioError as e:
-                logger.warning("could not save a stopped answer: %s", e)
+            self._keep_stopped(a)
         self.answers.clear()
+        # Quitting during the undo window completes the delete.
+        self.deletion.finish()
         super().closeEvent(event)

@@ -1,11 +1,12 @@
-"""The sidebar: conversations newest first, a search box over every message, new/rename/delete."""
+"""The sidebar: conversations newest first, a search box over every message, new/rename/delete (with undo)."""
 
 import html
 import time
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QMessageBox, QToolButton,
+    QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QToolButton,
     QVBoxLayout, QWidget,
 )
 
@@ -37,6 +38,7 @@ class Sidebar(QWidget):
         self.store = store
         self.current: int | None = None
         self.busy: set[int] = set()
+        self.hidden: set[int] = set()  # deleted, still undoable: in the store but not listed
 
         self.search = QLineEdit()
         self.search.setObjectName("searchBox")
@@ -58,6 +60,10 @@ class Sidebar(QWidget):
         self.list.customContextMenuRequested.connect(self._menu)
         self.list.itemActivated.connect(self._chosen)
         self.list.itemClicked.connect(self._chosen)
+        delete = QShortcut(QKeySequence.Delete, self.list, context=Qt.WidgetShortcut)
+        delete.activated.connect(self._delete_current)
+        backspace = QShortcut(QKeySequence(Qt.CTRL | Qt.Key_Backspace), self.list, context=Qt.WidgetShortcut)
+        backspace.activated.connect(self._delete_current)
         self.empty = QLabel("No matches")
         self.empty.setObjectName("sidebarEmpty")
         self.empty.setAlignment(Qt.AlignCenter)
@@ -80,6 +86,7 @@ class Sidebar(QWidget):
         self.list.clear()
         if query:
             hits = self.store.search(query)
+            hits = [h for h in hits if h.conversation_id not in self.hidden]
             for hit in hits:
                 item = QListWidgetItem()
                 # Snippets are HTML-escaped with <b> around matches: show them as rich text.
@@ -98,6 +105,8 @@ class Sidebar(QWidget):
         else:
             self.empty.setVisible(False)
             for conv in self.store.list_conversations():
+                if conv.id in self.hidden:
+                    continue
                 mark = "● " if conv.id in self.busy else ""
                 item = QListWidgetItem(f"{mark}{conv.title}\n{_when(conv.updated)}")
                 item.setData(ID_ROLE, conv.id)
@@ -139,7 +148,7 @@ class Sidebar(QWidget):
         conv_id = item.data(ID_ROLE)
         menu = QMenu(self)
         menu.addAction("Rename…", lambda: self.ask_rename(conv_id))
-        menu.addAction("Delete…", lambda: self.ask_delete(conv_id))
+        menu.addAction("Delete", lambda: self.deleteRequested.emit(conv_id))
         menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def ask_rename(self, conv_id: int):
@@ -148,14 +157,10 @@ class Sidebar(QWidget):
         if ok and new.strip():
             self.renameRequested.emit(conv_id, new.strip())
 
-    def ask_delete(self, conv_id: int):
-        title = self.store.get_conversation(conv_id).title
-        answer = QMessageBox.question(
-            self, "Delete Chat", f"Delete “{title}” and all its messages? This cannot be undone.",
-            QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Cancel,
-        )
-        if answer == QMessageBox.Yes:
-            self.deleteRequested.emit(conv_id)
+    def _delete_current(self):
+        item = self.list.currentItem()
+        if item is not None:
+            self.deleteRequested.emit(item.data(ID_ROLE))
 
 
 def _plain(snippet: str) -> str:
