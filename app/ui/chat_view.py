@@ -10,7 +10,10 @@ import re
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPainterPath, QPalette, QTextCursor, QTextDocument
+from PySide6.QtGui import (
+    QAbstractTextDocumentLayout, QColor, QGuiApplication, QKeySequence, QPainter, QPainterPath, QPalette, QTextCharFormat,
+    QTextCursor, QTextDocument,
+)
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyledItemDelegate
 
 from app.ui import markdown
@@ -182,6 +185,7 @@ class MessageDelegate(QStyledItemDelegate):
         self._blocks: dict = {}
         self._live: dict[int, _Live] = {}
         self.model_name = "Assistant"
+        self.selection: tuple[int, int, int] | None = None  # (message id, anchor, position) in its document
 
     # -- documents --------------------------------------------------------
     def _colors(self, palette: QPalette) -> markdown.Colors:
@@ -352,17 +356,62 @@ class MessageDelegate(QStyledItemDelegate):
         # Only the part of a long message inside the repainted area is drawn.
         clip = painter.clipBoundingRect().translated(-origin) if painter.hasClipping() else QRectF()
         painter.translate(origin)
-        doc.drawContents(painter, clip)
+        sel = self.selection
+        if sel is not None and sel[0] == e.id and sel[1] != sel[2]:
+            self._draw_selected(painter, doc, clip, sel, option.palette)
+        else:
+            doc.drawContents(painter, clip)
         painter.restore()
 
-    def anchor_at(self, index, rect, pos) -> str:
+    def _draw_selected(self, painter, doc, clip, sel, palette):
+        """What QTextDocument.drawContents does, plus the mouse selection in the highlight colors."""
+        ctx = QAbstractTextDocumentLayout.PaintContext()
+        if clip.isValid():
+            painter.setClipRect(clip)
+            ctx.clip = clip
+        part = QAbstractTextDocumentLayout.Selection()
+        part.cursor = selection_cursor(doc, sel[1], sel[2])
+        fmt = QTextCharFormat()
+        fmt.setBackground(palette.color(QPalette.Highlight))
+        fmt.setForeground(palette.color(QPalette.HighlightedText))
+        part.format = fmt
+        ctx.selections = [part]
+        doc.documentLayout().draw(painter, ctx)
+
+    def _local(self, index, rect, pos) -> tuple[QTextDocument, QPointF]:
         box, doc = self._geometry(index, rect, self.parent().palette())
-        local = pos - box.topLeft() - QPointF(self.PAD, self.PAD)
+        return doc, pos - box.topLeft() - QPointF(self.PAD, self.PAD)
+
+    def anchor_at(self, index, rect, pos) -> str:
+        doc, local = self._local(index, rect, pos)
         return doc.documentLayout().anchorAt(local)
+
+    def position_at(self, index, rect, pos) -> int:
+        """The character position under `pos` in the row's document (the nearest one when outside the text)."""
+        doc, local = self._local(index, rect, pos)
+        if local.y() < 0:
+            return 0
+        if local.y() > doc.size().height():
+            return doc.characterCount() - 1
+        return max(0, doc.documentLayout().hitTest(local, Qt.FuzzyHit))
+
+
+def selection_cursor(doc: QTextDocument, anchor: int, position: int) -> QTextCursor:
+    # A streaming answer's document is rebuilt underneath a selection: keep the ends inside it.
+    end = doc.characterCount() - 1
+    cursor = QTextCursor(doc)
+    cursor.setPosition(min(anchor, end))
+    cursor.setPosition(min(position, end), QTextCursor.KeepAnchor)
+    return cursor
 
 
 class ChatView(QListView):
-    """The transcript's view: scrolls by pixel, follows the answer while it streams."""
+    """The transcript's view: scrolls by pixel, follows the answer while it streams.
+
+    Text is selected with the mouse inside one message (drag, double-click for a word, ⌘A for the
+    whole message) and copied with ⌘C; the delegate paints the selection from the same cached
+    document, so streaming renders exactly as before.
+    """
 
     editRequested = Signal(int)  # message id
     regenerateRequested = Signal(int)
@@ -380,12 +429,13 @@ class ChatView(QListView):
         self.verticalScrollBar().setSingleStep(24)
         self.setSelectionMode(QAbstractItemView.NoSelection)
         self.setResizeMode(QListView.Adjust)
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.ClickFocus)  # ⌘C and ⌘A reach the view after a click in it
         self.setMouseTracking(True)
         self.setFrameShape(QListView.NoFrame)
         self.setContextMenuPolicy(Qt.DefaultContextMenu)
         self.placeholder = "Ask anything. Everything stays on this Mac."
         self._heights: dict = {}
+        self._pressed_at: int | None = None  # the row a left-button drag started in
         self.transcript.rowChanged.connect(self._on_changed)
         self.transcript.rowsInserted.connect(lambda *_: self._follow(force=True))
         self.transcript.modelReset.connect(self._on_reset)
@@ -420,6 +470,9 @@ class ChatView(QListView):
 
     def _on_reset(self):
         self._heights.clear()
+        sel = self.delegate.selection
+        if sel is not None and self.transcript.row_of(sel[0]) < 0:
+            self.delegate.selection = None
         self.delegate.forget()
         self.scrollToBottom()
 
@@ -434,17 +487,89 @@ class ChatView(QListView):
             return index, ""
         return index, self.delegate.anchor_at(index, self.visualRect(index), QPointF(pos))
 
+    def _select(self, row: int, anchor: int, position: int):
+        old = self.delegate.selection
+        self.delegate.selection = (self.transcript.entries[row].id, anchor, position)
+        if old is not None and old[0] != self.delegate.selection[0]:
+            self.viewport().update()
+        else:
+            self.viewport().update(self.visualRect(self.transcript.index(row)))
+
+    def clear_selection(self):
+        if self.delegate.selection is not None:
+            self.delegate.selection = None
+            self.viewport().update()
+
+    def selected_text(self) -> str:
+        sel = self.delegate.selection
+        row = self.transcript.row_of(sel[0]) if sel else -1
+        if row < 0 or sel[1] == sel[2]:
+            return ""
+        doc = self.delegate.document(self.transcript.index(row), self.viewport().width(), self.palette())
+        return selection_cursor(doc, sel[1], sel[2]).selection().toPlainText()
+
+    def _position(self, row: int, pos) -> int:
+        index = self.transcript.index(row)
+        return self.delegate.position_at(index, self.visualRect(index), QPointF(pos))
+
+    def mousePressEvent(self, event):
+        pos = event.position().toPoint()
+        index = self.indexAt(pos)
+        self._pressed_at = None
+        if event.button() == Qt.LeftButton:
+            if index.isValid():
+                at = self._position(index.row(), pos)
+                self._pressed_at = index.row()
+                self._select(index.row(), at, at)
+            else:
+                self.clear_selection()
+        super().mousePressEvent(event)
+
     def mouseMoveEvent(self, event):
-        _, href = self._anchor(event.position().toPoint())
-        self.viewport().setCursor(Qt.PointingHandCursor if href else Qt.ArrowCursor)
+        pos = event.position().toPoint()
+        if self._pressed_at is not None and event.buttons() & Qt.LeftButton:
+            # Dragging past the message's edges selects to its start or end, not into the next one.
+            row = self._pressed_at
+            self._select(row, self.delegate.selection[1], self._position(row, pos))
+            return
+        index, href = self._anchor(pos)
+        cursor = Qt.PointingHandCursor if href else Qt.IBeamCursor if index.isValid() else Qt.ArrowCursor
+        self.viewport().setCursor(cursor)
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event):
         index, href = self._anchor(event.position().toPoint())
-        if href and event.button() == Qt.LeftButton:
+        self._pressed_at = None
+        if href and event.button() == Qt.LeftButton and not self.selected_text():
             self.activate(index.data(TranscriptModel.EntryRole), href)
             return
         super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event):
+        pos = event.position().toPoint()
+        index = self.indexAt(pos)
+        if event.button() != Qt.LeftButton or not index.isValid():
+            return super().mouseDoubleClickEvent(event)
+        doc = self.delegate.document(index, self.viewport().width(), self.palette())
+        cursor = QTextCursor(doc)
+        cursor.setPosition(self._position(index.row(), pos))
+        cursor.select(QTextCursor.WordUnderCursor)
+        self._pressed_at = None
+        self._select(index.row(), cursor.anchor(), cursor.position())
+
+    def select_message(self, row: int):
+        doc = self.delegate.document(self.transcript.index(row), self.viewport().width(), self.palette())
+        self._select(row, 0, doc.characterCount() - 1)
+
+    def keyPressEvent(self, event):
+        if event.matches(QKeySequence.Copy) and self.selected_text():
+            self._copy(self.selected_text())
+        elif event.matches(QKeySequence.SelectAll) and self.delegate.selection is not None:
+            row = self.transcript.row_of(self.delegate.selection[0])
+            if row >= 0:
+                self.select_message(row)
+        else:
+            super().keyPressEvent(event)
 
     def activate(self, e: Entry, href: str):
         if href.startswith("copy-code:"):
@@ -468,6 +593,8 @@ class ChatView(QListView):
             return
         e: Entry = index.data(TranscriptModel.EntryRole)
         menu = QMenu(self)
+        if self.selected_text():
+            menu.addAction("Copy", lambda: self._copy(self.selected_text()))
         if href.startswith("copy-code:"):
             menu.addAction("Copy Code Block", lambda: self.activate(e, href))
         menu.addAction("Copy Message", lambda: self.activate(e, "action:copy"))
