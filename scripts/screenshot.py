@@ -57,7 +57,6 @@ def main() -> int:
     app = make_application()
     settings = Settings()
     settings.set("max_tokens", 48)
-    settings.set("kv_mode", "fp16")
     settings.set("temperature", 0.6)
     theme.apply(app, "dark" if args.dark else "light")
     store = Store()
@@ -73,6 +72,8 @@ def main() -> int:
     window = MainWindow(settings, store)
     w, h = (int(x) for x in args.size.split("x"))
     window.resize(w, h)
+    # On a Mac the menus live in the system's menu bar, not in the window.
+    window.menuBar().setVisible(sys.platform == "darwin")
     window.show()
 
     def wait(cond, timeout=300):

@@ -11,6 +11,19 @@ def fmt_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def kv_summary(s: dict) -> str:
+    """ "KV 1.2 MB · auto 6.4 bit · 2.5× smaller than fp16", or "KV 3.1 MB · fp16" without compression."""
+    parts = [f"KV {fmt_bytes(s['kv_bytes'])}"]
+    # The policy's full name carries its recipe ("auto (K 8b/g128+rot… V 4b/g64…)"): the tooltip has it.
+    policy, bits = s.get("kv_policy", "").split(" (")[0], s.get("kv_bits_per_element")
+    if policy:
+        parts.append(f"{policy} {bits:.1f} bit" if bits and policy != "fp16" else policy)
+    ratio = s.get("kv_compression", 1.0)
+    if ratio > 1.05:
+        parts.append(f"{ratio:.1f}× smaller than fp16")
+    return " · ".join(parts)
+
+
 class StatsBar(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -41,8 +54,7 @@ class StatsBar(QWidget):
         self._clear = QTimer(self, singleShot=True, timeout=lambda: self.labels["message"].clear())
         for key, tip in (
             ("memory", "Process RSS · MLX active · MLX peak"),
-            ("kv", "KV cache size and compression against fp16"),
-            ("policy", "KV cache policy"),
+            ("kv", "KV cache: size, policy with its bits per element, and how much smaller than fp16"),
             ("backend", "MLX backend"),
         ):
             box.addWidget(self._label(key, tip))
@@ -103,9 +115,7 @@ class StatsBar(QWidget):
                 f" · peak {fmt_bytes(s.get('peak_memory_bytes', 0))}"
             )
         if s.get("kv_bytes"):
-            self.labels["kv"].setText(f"KV {fmt_bytes(s['kv_bytes'])} ({s.get('kv_compression', 1.0):.1f}× vs fp16)")
-        if s.get("kv_policy"):
-            bits = s.get("kv_bits_per_element")
-            self.labels["policy"].setText(f"{s['kv_policy']}" + (f" · {bits:g} bit" if bits else ""))
+            self.labels["kv"].setText(kv_summary(s))
+            self.labels["kv"].setToolTip(f"KV cache policy: {s.get('kv_policy', '')}")
         if s.get("backend"):
             self.set_backend(s["backend"])

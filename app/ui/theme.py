@@ -36,7 +36,7 @@ def apply(app: QApplication, appearance: str = "system"):
     if sys.platform != "darwin":
         app.setStyle("Fusion")
         app.setPalette(_palette(c))
-    app.setStyleSheet(stylesheet(c))
+    app.setStyleSheet(stylesheet(c) + ("" if sys.platform == "darwin" else scrollbars(c)))
     app.setProperty("folioDark", dark)
 
 
@@ -54,6 +54,20 @@ def _palette(c: dict) -> QPalette:
     p.setColor(QPalette.Disabled, QPalette.Text, QColor(c["muted"]))
     p.setColor(QPalette.Disabled, QPalette.ButtonText, QColor(c["muted"]))
     return p
+
+
+def scrollbars(c: dict) -> str:
+    """Thin scrollbars without arrow buttons, as macOS draws them; the Mac's own are used there."""
+    return f"""
+QScrollBar:vertical {{ background: transparent; width: 10px; margin: 2px 2px 2px 0; border: none; }}
+QScrollBar:horizontal {{ background: transparent; height: 10px; margin: 0 2px 2px 2px; border: none; }}
+QScrollBar::handle {{ background: {c['border']}; border-radius: 4px; }}
+QScrollBar::handle:hover {{ background: {c['muted']}; }}
+QScrollBar::handle:vertical {{ min-height: 32px; }}
+QScrollBar::handle:horizontal {{ min-width: 32px; }}
+QScrollBar::add-line, QScrollBar::sub-line {{ width: 0; height: 0; border: none; background: none; }}
+QScrollBar::add-page, QScrollBar::sub-page {{ background: none; }}
+"""
 
 
 def stylesheet(c: dict) -> str:
