@@ -39,6 +39,9 @@ PREFILL_SCORE_BYTES = 4 * 2**20
 UNPACK_ROWS = 32
 # Evaluate the softmax state after each prefill block (False: MLX schedules all blocks at once).
 EVAL_BLOCKS = True
+# Decode runs through mx.compile'd steps (one trace per variant): the same arithmetic in fewer
+# dispatched ops. False takes the plain-ops path (tests compare the two).
+COMPILE = True
 
 
 class SeamMoved(FolioError):
@@ -56,7 +59,7 @@ def _slice(t: tuple, j0: int, j1: int, dtype) -> tuple:
     return packed, scales.astype(dtype), biases.astype(dtype)
 
 
-def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None):
+def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None, unpack=None):
     """q (B, n_heads, L, D); the L queries are the last L of `length` positions.
 
     `fresh` = the exact (K, V) of those L positions, float32 (B, n_kv_heads, L, D): a prefill
@@ -94,15 +97,17 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
 
     # Few query rows (decode): multiply straight on the packed codes. Many rows (prefill): unpack
     # one block to float32 and use a plain matmul, whose cost the rows amortize (6x faster on CPU).
-    unpack = R * L >= UNPACK_ROWS
+    if unpack is None:
+        unpack = R * L >= UNPACK_ROWS
     for j0, j1 in _blocks(lo, stop, block):
         kb, vb = _slice(k, j0, j1, f32), _slice(v, j0, j1, f32)
         if unpack:
             kd = mx.dequantize(*kb, group_size=k_group, bits=k_bits)
             vd = mx.dequantize(*vb, group_size=v_group, bits=v_bits)
             run = fold(run, x @ kd.swapaxes(-1, -2), j0, j1, lambda p, vd=vd: p @ vd)
-            if EVAL_BLOCKS:
-                # MLX would otherwise schedule every block's scores before folding any of them.
+            if EVAL_BLOCKS and (j1 < stop or fresh is not None):
+                # MLX would otherwise schedule every block's scores before folding any of them
+                # (after the last block there is nothing left to schedule: no sync needed).
                 mx.eval(run)
         else:
             s = mx.quantized_matmul(x, *kb, transpose=True, group_size=k_group, bits=k_bits)
@@ -117,10 +122,76 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
     return (acc / l).reshape(B, Hq, L, D).astype(q.dtype)
 
 
+def _qmm_fails_here() -> bool:
+    # MLX's CUDA quantized_matmul has no implementation for small float32 problems (H2 measured
+    # "[quantized_matmul] No implementation for problem shape: 1x63x128x2" on the H200); the
+    # unpack path (dequantize one block, plain matmul) runs on every backend for every shape.
+    return mx.default_device() == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_steps(scale: float, dtype, k_bits: int, k_group: int, v_bits: int, v_group: int):
+    """Compiled online-softmax steps of a decode over packed blocks: (single, first, next, finish).
+
+    The same arithmetic as `_attend`'s decode (quantized_matmul on the codes, fp32 state), traced
+    once per variant. shapeless=True because a block grows by one slot every token; the slicing
+    to `length` stays outside, where it is a view.
+    """
+    f32 = mx.float32
+
+    def scores(q, kp, ks, kb):
+        x = q.astype(f32) * scale
+        return mx.quantized_matmul(x, kp, ks.astype(f32), kb.astype(f32), transpose=True,
+                                   group_size=k_group, bits=k_bits)
+
+    def values(p, vp, vs, vb):
+        return mx.quantized_matmul(p, vp, vs.astype(f32), vb.astype(f32), transpose=False,
+                                   group_size=v_group, bits=v_bits)
+
+    def first(q, kp, ks, kb, vp, vs, vb):
+        s = scores(q, kp, ks, kb)
+        m = s.max(axis=-1, keepdims=True)
+        p = mx.exp(s - m)
+        return m, p.sum(axis=-1, keepdims=True), values(p, vp, vs, vb)
+
+    def step(m, l, acc, q, kp, ks, kb, vp, vs, vb):
+        s = scores(q, kp, ks, kb)
+        m_new = mx.maximum(m, s.max(axis=-1, keepdims=True))
+        alpha = mx.exp(m - m_new)
+        p = mx.exp(s - m_new)
+        return m_new, l * alpha + p.sum(axis=-1, keepdims=True), acc * alpha + values(p, vp, vs, vb)
+
+    def finish(m, l, acc):
+        return (acc / l).astype(dtype)
+
+    def single(*args):
+        return finish(*first(*args))
+
+    return tuple(mx.compile(f, shapeless=True) for f in (single, first, step, finish))
+
+
 def reference_decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None):
     """One query token per head over `length` valid slots of a compressed cache -> (B, n_heads, 1, D)."""
-    return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
-                   v_group=v_group, window=window, block=DECODE_BLOCK)
+    B, Hq, L, D = q.shape
+    # A decode query sees every slot from the window's start, so no block needs a mask.
+    lo = 0 if window is None else max(0, length - window)
+    # A one-slot block takes the plain ops: MLX 0.32's shapeless compile crashes on it (measured).
+    if not COMPILE or L != 1 or _qmm_fails_here() or (length - lo) % DECODE_BLOCK == 1:
+        return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
+                       v_group=v_group, window=window, block=DECODE_BLOCK, unpack=_qmm_fails_here() or None)
+    if length <= 0:
+        raise ValueError("attention over an empty cache")
+    Hkv = k[0].shape[1]
+    single, first, step, finish = _decode_steps(float(scale), q.dtype, k_bits, k_group, v_bits, v_group)
+    xq = q.reshape(B, Hkv, Hq // Hkv, D)
+    blocks = list(_blocks(lo, length, DECODE_BLOCK))
+    if len(blocks) == 1:
+        return single(xq, *(a[:, :, lo:length] for a in (*k, *v))).reshape(B, Hq, 1, D)
+    run = None
+    for j0, j1 in blocks:
+        kv = (a[:, :, j0:j1] for a in (*k, *v))
+        run = first(xq, *kv) if run is None else step(*run, xq, *kv)
+    return finish(*run).reshape(B, Hq, 1, D)
 
 
 def reference_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
@@ -253,11 +324,28 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
         out = decode_attention(queries, kv.k, kv.v, **kw)
     else:
         out = prefill_attention(queries, kv.k, kv.v, fresh=kv.fresh, **kw)
-    if kv.v_mean is not None:
+    if COMPILE and queries.shape[2] == 1:
+        restore = _restore_output(v.rotate, kv.v_mean is not None)
+        return restore(out, kv.v_mean) if kv.v_mean is not None else restore(out)
+    return _uncenter_unrotate(out, kv.v_mean, v.rotate)
+
+
+def _uncenter_unrotate(out, v_mean, rotate: bool):
+    """Undo V's centering (add its mean back: the weights sum to 1) and its rotation."""
+    if v_mean is not None:
         B, Hq, L, D = out.shape
-        Hkv = kv.v_mean.shape[1]
-        out = (out.reshape(B, Hkv, Hq // Hkv, L, D) + kv.v_mean[:, :, None].astype(out.dtype)).reshape(B, Hq, L, D)
-    return rotation.rotate(out) if v.rotate else out
+        Hkv = v_mean.shape[1]
+        out = (out.reshape(B, Hkv, Hq // Hkv, L, D) + v_mean[:, :, None].astype(out.dtype)).reshape(B, Hq, L, D)
+    return rotation.rotate(out) if rotate else out
+
+
+@functools.lru_cache(maxsize=8)
+def _restore_output(rotate: bool, centered: bool):
+    # Traced once per decode shape (which stays fixed for a conversation); prefill chunks vary in
+    # length and take the plain ops instead of a trace per chunk size.
+    if centered:
+        return mx.compile(lambda out, v_mean: _uncenter_unrotate(out, v_mean, rotate))
+    return mx.compile(lambda out: _uncenter_unrotate(out, None, rotate))
 
 
 # -- the seam ------------------------------------------------------------------------------------

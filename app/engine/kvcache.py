@@ -5,6 +5,7 @@ which stores K and V in the layout of layout.py and hands attention a `Compresse
 mlx-lm's models reach Folio's attention through the seam in attention.py.
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -82,8 +83,9 @@ class QuantizedCache:
             self.v = tuple(mx.concatenate([a, b], axis=2) for a, b in zip(self.v, fresh_v))
 
     def _write(self, slot: int, kq: tuple, vq: tuple, src0: int, n: int):
+        whole = src0 == 0 and n == kq[0].shape[2]  # (a decode token): write it without slicing a view
         for buf, new in zip(self.k + self.v, kq + vq):
-            buf[:, :, slot : slot + n] = new[:, :, src0 : src0 + n]
+            buf[:, :, slot : slot + n] = new if whole else new[:, :, src0 : src0 + n]
 
     def update_and_fetch(self, keys, values):
         B, H, L, D = keys.shape
@@ -91,16 +93,21 @@ class QuantizedCache:
             keys = rotation.rotate(keys)
         if self.spec.v.rotate:
             values = rotation.rotate(values)
-        if self.spec.k.center:
-            if self.k_mean is None:
-                self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
-            keys = keys - self.k_mean
-        if self.spec.v.center:
-            if self.v_mean is None:
-                self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
-            values = values - self.v_mean
-        kq, vq = layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v)
-        fresh = (keys, values) if L > 1 and EXACT_CHUNK else None
+        if self.spec.k.center and self.k_mean is None:
+            self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
+        if self.spec.v.center and self.v_mean is None:
+            self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
+        fresh = None
+        if L == 1 and attention.COMPILE:
+            # The decode token: centering and quantizing traced once (each rotation above is one op).
+            means = [m for m in (self.k_mean, self.v_mean) if m is not None]
+            packed = _encoder(self.spec)(keys, values, *means)
+            kq, vq = tuple(packed[:3]), tuple(packed[3:])
+        else:
+            keys, values = _center(keys, self.k_mean), _center(values, self.v_mean)
+            kq, vq = layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v)
+            if L > 1 and EXACT_CHUNK:
+                fresh = (keys, values)
         prev = self.offset
         W = self.window
         if W is None:
@@ -165,6 +172,23 @@ class QuantizedCache:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.state)
+
+
+def _center(x, mean):
+    return x if mean is None else x - mean
+
+
+@functools.lru_cache(maxsize=16)
+def _encoder(spec: layout.LayerSpec):
+    """Center + quantize one decode token's rotated K and V, compiled once per layer spec (the
+    shapes stay fixed while decoding) -> (*K's packed, scales, biases, *V's)."""
+    def encode(keys, values, *means):
+        it = iter(means)
+        keys = _center(keys, next(it) if spec.k.center else None)
+        values = _center(values, next(it) if spec.v.center else None)
+        return (*layout.quantize(keys, spec.k), *layout.quantize(values, spec.v))
+
+    return mx.compile(encode)
 
 
 # -- modes ---------------------------------------------------------------------------------------
