@@ -3,9 +3,11 @@ what one layer's cache update + attention costs in time and in MLX graph ops.
 
 On a GPU each small MLX op costs a launch (~5-10 us), so per-layer op count is what separates
 Folio's compressed caches from the fp16 cache at decode (issue 4's end-to-end finding). A deep,
-narrow model on the CPU reproduces that regime: its weights are small, so the per-layer ops of
-the cache and attention dominate the step. The caches are filled with random K/V (no prefill)
-and every mode decodes the same greedy continuation in the same run; the median of the repeats.
+narrow model on the CPU at short contexts comes closest to that regime: its weights are small, so
+the per-layer ops of the cache and attention weigh in the step. "int4 plain" / "auto plain" are
+the same caches with `attention.COMPILE = False` (the decode path before it was compiled). The
+caches are filled with random K/V (no prefill) and every mode decodes the same greedy
+continuation in the same run, modes taking turns; the median of the repeats.
 """
 
 import re
@@ -15,7 +17,10 @@ from pathlib import Path
 
 from app.bench.common import emit, machine, median, table
 
-MODES = ("fp16", "int4", "auto", "mlx-lm fp16", "mlx-lm kv4")
+MODES = ("fp16", "int4", "auto", "int4 plain", "auto plain", "mlx-lm fp16", "mlx-lm kv4")
+# Primitives that only make a view (no kernel on a GPU); the rest are counted as kernels.
+VIEWS = {"Broadcast", "BroadcastAxes", "Reshape", "Flatten", "Unflatten", "ExpandDims", "Squeeze", "Slice",
+         "Transpose", "AsStrided"}
 
 
 def add_arguments(p):
@@ -28,7 +33,7 @@ def add_arguments(p):
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument("--dtype", default="float32", choices=("float16", "bfloat16", "float32"),
                    help="weights and activations; float32 on CPU, where fp16 matmuls have no BLAS")
-    p.add_argument("--contexts", default="512,4096", help="comma-separated context lengths")
+    p.add_argument("--contexts", default="64,512,4096", help="comma-separated context lengths")
     p.add_argument("--tokens", type=int, default=16, help="tokens decoded per timing")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--layer-calls", type=int, default=40, help="one layer's attention calls timed per mode (median)")
@@ -64,6 +69,8 @@ def make_caches(loaded, mode: str) -> list:
 
     from app.engine import kvcache
 
+    if mode.endswith(" plain"):
+        mode = mode.removesuffix(" plain")
     if mode == "mlx-lm fp16":
         return make_prompt_cache(loaded.model)
     if mode == "mlx-lm kv4":
@@ -126,6 +133,8 @@ def count_ops(out, after=None) -> dict:
 def run(args) -> int:
     import mlx.core as mx
 
+    from app.engine import attention
+
     loaded = build(args)
     model, dtype = loaded.model, getattr(mx, args.dtype)
     attn = model.layers[0].self_attn
@@ -144,6 +153,7 @@ def run(args) -> int:
         # Modes take turns within each repeat, so none gets a quieter machine than the others.
         for r in range(args.repeats + 1):
             for mode, c in caches.items():
+                attention.COMPILE = not mode.endswith(" plain")
                 ms = decode_once(model, c, args.tokens)
                 per_layer = [layer_once(attn, c[0], x) for _ in range(max(1, args.layer_calls // args.repeats))]
                 if r:  # the first round warms up (compile, allocate)
@@ -151,21 +161,24 @@ def run(args) -> int:
                     layers[mode].extend(per_layer)
         base = median(steps["mlx-lm fp16"])
         for mode, c in caches.items():
+            attention.COMPILE = not mode.endswith(" plain")
             ops = count_ops(attn(x, mask=None, cache=c[0]), after=lambda c=c: c[0].trim(1))
             step = median(steps[mode])
             rows.append({"context": context, "mode": mode, "decode_ms_per_token": step, "tok_s": 1e3 / step,
                          "overhead_ms_per_layer": (step - base) / args.layers,
                          "layer_attention_ms": median(layers[mode]), "layer_ops": sum(ops.values()),
+                         "layer_kernels": sum(n for name, n in ops.items() if name not in VIEWS),
                          "layer_op_names": ops})
+        attention.COMPILE = True
         del caches
         mx.clear_cache()
     result = {"shape": {k: getattr(args, k) for k in ("layers", "hidden", "heads", "kv_heads", "head_dim",
                                                      "intermediate", "vocab", "dtype")},
               "tokens": args.tokens, "repeats": args.repeats, "rows": rows, "machine": machine()}
     text = table(
-        ["context", "cache", "ms/token", "tok/s", "vs mlx-lm fp16, ms/layer", "1 layer attn ms", "1 layer ops"],
+        ["context", "cache", "ms/token", "tok/s", "vs mlx-lm fp16, ms/layer", "1 layer attn ms", "ops", "non-view ops"],
         [[r["context"], r["mode"], r["decode_ms_per_token"], r["tok_s"], r["overhead_ms_per_layer"],
-          r["layer_attention_ms"], r["layer_ops"]] for r in rows],
+          r["layer_attention_ms"], r["layer_ops"], r["layer_kernels"]] for r in rows],
     )
     m = result["machine"]
     emit(args, result, text + f"\n({args.layers} layers, heads {args.heads}/{args.kv_heads}x{args.head_dim}, "

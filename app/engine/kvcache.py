@@ -47,6 +47,7 @@ class QuantizedCache:
         self.k = self.v = None
         self.offset = 0
         self.k_mean = self.v_mean = None  # (B, n_kv_heads, 1, head_dim) float32, when centering
+        self._mean_pair = None  # both means stacked for decode (zeros for one not centered)
 
     # mlx-lm's base.scaled_dot_product_attention routes caches with `bits` to the seam.
     @property
@@ -89,21 +90,18 @@ class QuantizedCache:
 
     def update_and_fetch(self, keys, values):
         B, H, L, D = keys.shape
-        if self.spec.k.rotate:
-            keys = rotation.rotate(keys)
-        if self.spec.v.rotate:
-            values = rotation.rotate(values)
-        if self.spec.k.center and self.k_mean is None:
-            self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
-        if self.spec.v.center and self.v_mean is None:
-            self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
         fresh = None
-        if L == 1 and attention.COMPILE:
-            # The decode token: centering and quantizing traced once (each rotation above is one op).
-            means = [m for m in (self.k_mean, self.v_mean) if m is not None]
-            packed = _encoder(self.spec)(keys, values, *means)
-            kq, vq = tuple(packed[:3]), tuple(packed[3:])
+        if L == 1 and attention.COMPILE and self._means_ready() and keys.dtype == values.dtype:
+            kq, vq = self._encode_token(keys, values)
         else:
+            if self.spec.k.rotate:
+                keys = rotation.rotate(keys)
+            if self.spec.v.rotate:
+                values = rotation.rotate(values)
+            if self.spec.k.center and self.k_mean is None:
+                self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
+            if self.spec.v.center and self.v_mean is None:
+                self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
             keys, values = _center(keys, self.k_mean), _center(values, self.v_mean)
             kq, vq = layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v)
             if L > 1 and EXACT_CHUNK:
@@ -143,6 +141,23 @@ class QuantizedCache:
         view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
         return view, view
 
+    def _means_ready(self) -> bool:
+        return (self.k_mean is not None or not self.spec.k.center) and (self.v_mean is not None or not self.spec.v.center)
+
+    def _encode_token(self, keys, values) -> tuple[tuple, tuple]:
+        """One decode token's K and V -> their stored triples, as the general path computes them.
+
+        K and V go through as one stacked array (one rotation, one centering, one quantize when
+        they share bits and group), so a decode token costs fewer kernel launches per layer.
+        """
+        if self._mean_pair is None:
+            zeros = lambda: mx.zeros((keys.shape[0], keys.shape[1], 1, keys.shape[3]), mx.float32)  # noqa: E731
+            k_mean = self.k_mean if self.k_mean is not None else zeros()
+            v_mean = self.v_mean if self.v_mean is not None else zeros()
+            self._mean_pair = mx.concatenate([k_mean, v_mean])
+        packed = _token_encoder(self.spec)(keys, values, self._mean_pair)
+        return tuple(packed[:3]), tuple(packed[3:])
+
     @property
     def state(self):
         if self.k is None:
@@ -179,14 +194,29 @@ def _center(x, mean):
 
 
 @functools.lru_cache(maxsize=16)
-def _encoder(spec: layout.LayerSpec):
-    """Center + quantize one decode token's rotated K and V, compiled once per layer spec (the
-    shapes stay fixed while decoding) -> (*K's packed, scales, biases, *V's)."""
-    def encode(keys, values, *means):
-        it = iter(means)
-        keys = _center(keys, next(it) if spec.k.center else None)
-        values = _center(values, next(it) if spec.v.center else None)
-        return (*layout.quantize(keys, spec.k), *layout.quantize(values, spec.v))
+def _token_encoder(spec: layout.LayerSpec):
+    """Rotate, center and quantize one decode token's K and V, stacked along the batch axis,
+    compiled once per layer spec (shapes stay fixed while decoding) -> (*K's triple, *V's).
+
+    Per row the arithmetic is the general path's (rotation along head_dim, fp32 centering, fp16
+    cast, quantize by group), so the stored codes are bit for bit the same; subtracting a zero
+    mean from a layer that does not center is exact.
+    """
+    def encode(keys, values, mean_pair):
+        B = keys.shape[0]
+        same_rotation = spec.k.rotate == spec.v.rotate
+        if same_rotation:
+            x = mx.concatenate([keys, values])
+            x = rotation.rotate(x) if spec.k.rotate else x
+        else:
+            k = rotation.rotate(keys) if spec.k.rotate else keys
+            v = rotation.rotate(values) if spec.v.rotate else values
+            x = mx.concatenate([k, v])
+        x = x - mean_pair if (spec.k.center or spec.v.center) else x
+        if (spec.k.bits, spec.k.group) == (spec.v.bits, spec.v.group):
+            t = layout.quantize(x, spec.k)
+            return (*(a[:B] for a in t), *(a[B:] for a in t))
+        return (*layout.quantize(x[:B], spec.k), *layout.quantize(x[B:], spec.v))
 
     return mx.compile(encode)
 
