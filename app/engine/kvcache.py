@@ -213,6 +213,8 @@ def _token_encoder(spec: layout.LayerSpec):
             v = rotation.rotate(values) if spec.v.rotate else values
             x = mx.concatenate([k, v])
         x = x - mean_pair if (spec.k.center or spec.v.center) else x
+        # quantize's own cast, done before the halves are sliced so it fuses with the centering.
+        x = x.astype(layout.SCALE_DTYPE)
         if (spec.k.bits, spec.k.group) == (spec.v.bits, spec.v.group):
             t = layout.quantize(x, spec.k)
             return (*(a[:B] for a in t), *(a[B:] for a in t))
