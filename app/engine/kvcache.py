@@ -151,10 +151,8 @@ class QuantizedCache:
         they share bits and group), so a decode token costs fewer kernel launches per layer.
         """
         if self._mean_pair is None:
-            zeros = lambda: mx.zeros((keys.shape[0], keys.shape[1], 1, keys.shape[3]), mx.float32)  # noqa: E731
-            k_mean = self.k_mean if self.k_mean is not None else zeros()
-            v_mean = self.v_mean if self.v_mean is not None else zeros()
-            self._mean_pair = mx.concatenate([k_mean, v_mean])
+            zero = mx.zeros((keys.shape[0], keys.shape[1], 1, keys.shape[3]), mx.float32)
+            self._mean_pair = mx.concatenate([m if m is not None else zero for m in (self.k_mean, self.v_mean)])
         packed = _token_encoder(self.spec)(keys, values, self._mean_pair)
         return tuple(packed[:3]), tuple(packed[3:])
 
