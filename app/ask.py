@@ -120,7 +120,7 @@ def _progress(done: int, total: int):
 
 
 def format_stats(s: dict) -> str:
-    from app.engine.memory import fmt
+    from app.units import fmt
 
     return (
         f"[{s['prompt_tokens']} prompt tokens ({s['cached_tokens']} cached), {s['generated_tokens']} generated | "

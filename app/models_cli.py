@@ -6,7 +6,7 @@ import sys
 
 from app import log
 from app.engine.errors import FolioError
-from app.hub.units import duration, fmt, tokens_label
+from app.units import duration, fmt, tokens_label
 
 logger = log.get("models")
 

@@ -224,7 +224,7 @@ def check_data_dir() -> str:
 def check_hf_cache() -> str:
     from huggingface_hub import constants, scan_cache_dir
 
-    from app.engine.memory import fmt
+    from app.units import fmt
 
     cache = Path(constants.HF_HUB_CACHE)
     if not cache.exists():

@@ -37,6 +37,19 @@ def model_dir(tmp_path_factory):
     return get
 
 
+@pytest.fixture
+def model_copy(model_dir, tmp_path):
+    """A writable copy of a tiny model folder, to break or import: model_copy("llama", "name") -> Path."""
+    import shutil
+
+    def copy(arch="llama", name="model"):
+        dst = tmp_path / name
+        shutil.copytree(model_dir(arch), dst)
+        return dst
+
+    return copy
+
+
 def reference_models() -> Path | None:
     """../shared/models (tiny-llama, tiny-gemma) via FOLIO_REFERENCE_MODELS or beside the repo."""
     env = os.environ.get("FOLIO_REFERENCE_MODELS")

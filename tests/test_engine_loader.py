@@ -1,8 +1,6 @@
 """Model loading: every way a folder can be wrong gives a message that names the problem."""
 
 import json
-import shutil
-
 import pytest
 
 from app.engine import loader, memory
@@ -10,11 +8,9 @@ from app.engine.errors import ModelError, OutOfMemory
 
 
 @pytest.fixture
-def broken(model_dir, tmp_path):
+def broken(model_copy):
     """A fresh copy of a good model folder to break."""
-    dst = tmp_path / "model"
-    shutil.copytree(model_dir("llama"), dst)
-    return dst
+    return model_copy("llama")
 
 
 def test_loads_a_good_folder_and_probes_its_shape(model_dir):

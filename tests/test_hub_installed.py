@@ -15,10 +15,8 @@ REPO = "mlx-community/tiny-qwen3-4bit"
 
 
 @pytest.fixture
-def folder(model_dir, tmp_path):
-    dest = tmp_path / "my-model"
-    shutil.copytree(model_dir("qwen3"), dest)
-    return dest
+def folder(model_copy):
+    return model_copy("qwen3", "my-model")
 
 
 def test_import_validates_and_remembers_the_folder(folder):

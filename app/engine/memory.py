@@ -8,6 +8,7 @@ import mlx.core as mx
 import psutil
 
 from app.engine.errors import OutOfMemory
+from app.units import fmt
 
 GiB = 1024**3
 # Room kept for activations, the tokenizer, Python and the UI.
@@ -44,13 +45,6 @@ def apply_limits() -> int:
 
 def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
-
-
-def fmt(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def max_context(weights_bytes: int, kv_bytes_per_token: float, available: int | None = None) -> int:

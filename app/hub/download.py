@@ -22,7 +22,7 @@ from pathlib import Path
 from app import log, paths
 from app.hub import net
 from app.hub.errors import DiskFull, DownloadCancelled, HubError, IntegrityError, Offline, Paused
-from app.hub.units import fmt
+from app.units import fmt
 
 logger = log.get("hub.download")
 

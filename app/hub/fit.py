@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from app import log
 from app.engine.errors import FolioError
 from app.hub.errors import HubError
-from app.hub.units import tokens_label
+from app.units import tokens_label
 
 logger = log.get("hub.fit")
 

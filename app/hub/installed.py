@@ -13,7 +13,7 @@ from pathlib import Path
 from app.engine.errors import FolioError
 from app.hub import download, net
 from app.hub.errors import HubError
-from app.hub.units import fmt
+from app.units import fmt
 
 
 @dataclass

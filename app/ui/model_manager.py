@@ -18,7 +18,7 @@ from app import log
 from app.engine.errors import FolioError
 from app.hub import catalog, download, installed, search
 from app.hub.errors import DownloadCancelled, HubError, Paused
-from app.hub.units import duration, fmt, tokens_label
+from app.units import duration, fmt, tokens_label
 
 logger = log.get("ui.models")
 

@@ -3,17 +3,12 @@
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
-
-def fmt_bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+from app.units import fmt
 
 
 def kv_summary(s: dict) -> str:
     """ "KV 1.2 MB · auto 6.4 bit · 2.5× smaller than fp16", or "KV 3.1 MB · fp16" without compression."""
-    parts = [f"KV {fmt_bytes(s['kv_bytes'])}"]
+    parts = [f"KV {fmt(s['kv_bytes'])}"]
     # The policy's full name carries its recipe ("auto (K 8b/g128+rot… V 4b/g64…)"): the tooltip has it.
     policy, bits = s.get("kv_policy", "").split(" (")[0], s.get("kv_bits_per_element")
     if policy:
@@ -111,8 +106,8 @@ class StatsBar(QWidget):
             self.labels["context"].setText(f"{used:,} / {limit:,}")
         if s.get("rss_bytes") or s.get("active_memory_bytes"):
             self.labels["memory"].setText(
-                f"RSS {fmt_bytes(s.get('rss_bytes', 0))} · MLX {fmt_bytes(s.get('active_memory_bytes', 0))}"
-                f" · peak {fmt_bytes(s.get('peak_memory_bytes', 0))}"
+                f"RSS {fmt(s.get('rss_bytes', 0))} · MLX {fmt(s.get('active_memory_bytes', 0))}"
+                f" · peak {fmt(s.get('peak_memory_bytes', 0))}"
             )
         if s.get("kv_bytes"):
             self.labels["kv"].setText(kv_summary(s))

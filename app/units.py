@@ -1,4 +1,4 @@
-"""Byte and token counts as people read them ("4.5 GB", "128K"), without importing the engine."""
+"""Byte counts, token counts and durations as people read them ("4.5 GB", "128K", "3m 05s"); no mlx, no Qt."""
 
 
 def fmt(n: float) -> str:
