@@ -5,9 +5,10 @@ set -euo pipefail
 VENV=${1:-.venv}
 cd "$(dirname "$0")/.."
 
-# Qt's xcb/offscreen platforms need EGL, fontconfig, xkbcommon and xcb-cursor;
+# Qt needs EGL, fontconfig and xkbcommon (offscreen), and the xcb libraries for a real window on Linux;
 # MLX's Linux CPU wheel is fast only with an optimized BLAS (OpenBLAS, preloaded by app.blas).
-APT_PACKAGES="libopenblas0-pthread libegl1 libgl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 libglib2.0-0"
+APT_PACKAGES="libopenblas0-pthread libegl1 libgl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3 libglib2.0-0 \
+    libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1"
 if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null 2>&1; then
     missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
