@@ -85,3 +85,12 @@ def test_memory_guard_gives_numbers_and_largest_context():
     with pytest.raises(OutOfMemory, match="weights alone"):
         memory.check_fit(3_000_000, 1000.0, 10, "fp16", available=2_000_000)
     memory.check_fit(1_000_000, 1000.0, 1000, "fp16", available=2_000_000)
+
+
+def test_loading_reports_progress_up_to_one(model_dir):
+    seen = []
+    m = loader.load(str(model_dir("qwen3")), on_progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 3
+    # Lazy loading then reading layer by layer gives the same model as a plain load.
+    assert m.model.layers[0].self_attn.q_proj.weight.sum().item() == \
+        loader.load(str(model_dir("qwen3"))).model.layers[0].self_attn.q_proj.weight.sum().item()

@@ -15,7 +15,8 @@ class Recorder(QObject):
     def __init__(self, worker):
         super().__init__()
         self.events = []
-        for name in ("loaded", "started", "progress", "text", "finished", "failed", "notice", "loadFailed"):
+        for name in ("loaded", "started", "progress", "text", "finished", "failed", "notice", "loadFailed",
+                     "loadProgress"):
             getattr(worker, name).connect(getattr(self, "on_" + name.lower()))
 
     def _add(self, name, *args):
@@ -48,6 +49,10 @@ class Recorder(QObject):
     @Slot(str)
     def on_notice(self, *a):
         self._add("notice", *a)
+
+    @Slot(str, float)
+    def on_loadprogress(self, *a):
+        self._add("loadProgress", *a)
 
     @Slot(str, str)
     def on_loadfailed(self, *a):
@@ -109,3 +114,12 @@ def test_failures_arrive_as_messages_and_the_thread_goes_on(qtbot, engine):
     assert rec.wait(qtbot, "loadFailed")[1] == "No model folder at /no/such/model."
     engine.generate(1, HELLO, {"max_tokens": 4})
     assert "No model is loaded" in rec.wait(qtbot, "failed", 2)[1]
+
+
+def test_loading_reports_progress_to_the_ui_thread(qtbot, engine, model_dir):
+    rec = Recorder(engine.worker)
+    engine.load(str(model_dir("qwen3")))
+    rec.wait(qtbot, "loaded")
+    fractions = [a[1] for a in rec.of("loadProgress")]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {thread for _, _, thread in rec.events} == {QThread.currentThread()}

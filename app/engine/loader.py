@@ -164,7 +164,20 @@ def _flat(model):
     return tree_flatten(model.parameters())
 
 
-def load(name: str) -> LoadedModel:
+def _materialize(model, on_progress):
+    """Read the lazily loaded weights layer by layer, so a multi-GB load can report progress."""
+    layers = list(getattr(model, "layers", []))
+    steps = len(layers) + 1
+    for i, layer in enumerate(layers):
+        mx.eval(layer.parameters())
+        on_progress((i + 1) / steps)
+    mx.eval(model.parameters())  # embeddings, norms, head: whatever is not in a layer
+    on_progress(1.0)
+
+
+def load(name: str, on_progress=None) -> LoadedModel:
+    """Load `name`; `on_progress(fraction)` hears how much of the weights is read so far."""
+    on_progress = on_progress or (lambda _f: None)
     path = resolve(name)
     config = validate(path)
     weights_bytes = weights_on_disk(path)
@@ -172,7 +185,8 @@ def load(name: str) -> LoadedModel:
     memory.check_fit(weights_bytes, 0, 0, "any mode")
     t0 = time.perf_counter()
     try:
-        model, config = load_model(path)
+        model, config = load_model(path, lazy=True)
+        _materialize(model, on_progress)
     except ValueError as e:
         text = str(e)
         if "parameters" in text or "shape" in text.lower():

@@ -121,6 +121,7 @@ class MainWindow(Answers, DocumentSending, ModelPicker, Menus, QMainWindow):
     def _connect_engine(self):
         w = self.engine.worker
         w.loading.connect(self._on_loading)
+        w.loadProgress.connect(self._on_load_progress)
         w.loaded.connect(self._on_loaded)
         w.loadFailed.connect(self._on_load_failed)
         w.started.connect(self._on_started)

@@ -155,6 +155,9 @@ class ModelPicker:
         self.stats.set_state("loading…")
         self.picker.setEnabled(False)
 
+    def _on_load_progress(self, name: str, fraction: float):
+        self.stats.set_state(f"loading {fraction:.0%}")
+
     def _on_loaded(self, info: dict):
         self.model_info = info
         self.picker.setEnabled(True)

@@ -54,6 +54,7 @@ class _Worker(QObject):
     """Lives in the engine thread; its slots run there one at a time, in order."""
 
     loading = Signal(str)
+    loadProgress = Signal(str, float)  # model, fraction of the weights read
     loaded = Signal(dict)
     loadFailed = Signal(str, str)
     started = Signal(int)
@@ -92,7 +93,7 @@ class _Worker(QObject):
         self._sessions.clear()
         self._model = None
         try:
-            loaded = loader.load(name)
+            loaded = loader.load(name, on_progress=lambda f: self.loadProgress.emit(name, f))
         except FolioError as e:
             self.loadFailed.emit(name, str(e))
             return
