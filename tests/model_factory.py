@@ -106,7 +106,9 @@ def make_model(folder, arch: str = "llama", vocab_size: int = 512, seed: int = 0
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
                 "bos_token": "<|bos|>",
-                "eos_token": "<|end|>",
+                # An eos_token_id override outside the vocabulary makes a model that never ends:
+                # then the tokenizer must not name one either (mlx-lm stops on both).
+                "eos_token": "<|end|>" if config["eos_token_id"] == eos else None,
                 "pad_token": "<|pad|>",
                 "chat_template": CHAT_TEMPLATE,
                 "model_max_length": config["max_position_embeddings"],

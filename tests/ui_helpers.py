@@ -43,8 +43,9 @@ def window(qtbot, model_dir):
 
 @pytest.fixture
 def endless_model(model_dir):
-    """A model whose end-of-text token can never be sampled, so answers run to max_tokens."""
-    return model_dir("llama", eos_token_id=100_000)
+    """A model whose end-of-text token can never be sampled and whose context cannot fill in a test's
+    time, so answers run until stopped (or to max_tokens)."""
+    return model_dir("llama", eos_token_id=100_000, max_position_embeddings=1_000_000)
 
 
 def send(qtbot, window, text):
