@@ -182,7 +182,6 @@ class ChatSession:
         total = len(prompt)
         todo = prompt[start:-1]
         done = start
-        t = time.perf_counter()
         if on_progress:
             on_progress(done, total)
         for i in range(0, len(todo), self.prefill_chunk):
@@ -200,8 +199,6 @@ class ChatSession:
             if on_progress:
                 on_progress(done, total)
             mx.clear_cache()
-        self._prefill_seconds = time.perf_counter() - t
-        self._prefilled = len(todo)
 
     def _processors(self, prompt, params):
         if not params.repetition_penalty or params.repetition_penalty == 1.0:
