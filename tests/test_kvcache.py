@@ -121,12 +121,16 @@ def test_trim_then_refeed_equals_never_fed(llama, monkeypatch):
     assert mx.allclose(out_a[:, -20:], out_b[:, -20:], atol=1e-3).item()
 
 
-def test_window_layer_is_not_trimmable_once_wrapped(seed):
+def test_wrapped_window_layer_trims_only_as_far_as_its_undo_log(seed, monkeypatch):
+    monkeypatch.setattr(kvcache, "REWIND", 4)
     c = QuantizedCache(LayerSpec(Quant(4, 64), Quant(4, 64)), window=16)
     c.update_and_fetch(*_kv(16))
-    assert c.is_trimmable()
-    c.update_and_fetch(*_kv(1))
-    assert not c.is_trimmable()
+    assert c.is_trimmable() and c.max_trim() == 16
+    for _ in range(6):
+        c.update_and_fetch(*_kv(1))
+    assert c.is_trimmable() and c.max_trim() == 4
+    assert kvcache.can_trim([c], 4) and not kvcache.can_trim([c], 5)
+    assert c.trim(5) == 4 and c.offset == 18 and c.max_trim() == 0 and not c.is_trimmable()
 
 
 # -- save and restore ------------------------------------------------------------------------------

@@ -24,6 +24,11 @@ FILE_FORMAT = "folio-kv-1"
 # past compressed; decode reads everything compressed. False reads the chunk compressed too
 # (what mlx-lm's quantized cache does): `folio bench quality --compressed-chunk` measures both.
 EXACT_CHUNK = True
+# How many tokens a wrapped sliding-window ring can rewind. A chat template re-rendering the
+# last answer differs from the generated tokens only near its end (trimmed whitespace, a closing
+# tag), so a few hundred tokens cover the rewinds seen in practice, while the undo log stays a
+# small fixed cost per window layer (R tokens compressed, against a window of 512 to 4096).
+REWIND = 512
 
 
 class CacheFileError(FolioError):
@@ -37,6 +42,11 @@ class QuantizedCache:
     position p in slot p % window, so a decode step sees exactly its window (RoPE is already
     applied, so slot order does not matter); a prefill chunk is handed the previous window-1
     tokens in temporal order plus the chunk, then the ring keeps the chunk's last window tokens.
+
+    Writing position p >= window into the ring logically evicts position p - window. An undo log,
+    itself a ring of REWIND slots indexed p % REWIND, keeps that evicted entry (compressed, as
+    stored) for the last REWIND positions, so `trim` can put them back and a wrapped ring can
+    still rewind: positions [_undo_floor, offset) are undoable.
     """
 
     step = 256
@@ -48,6 +58,8 @@ class QuantizedCache:
         self.offset = 0
         self.k_mean = self.v_mean = None  # (B, n_kv_heads, 1, head_dim) float32, when centering
         self._mean_pair = None  # both means stacked for decode (zeros for one not centered)
+        self.undo_k = self.undo_v = None  # the undo log's triples, allocated when the ring wraps
+        self._undo_floor = 0  # lowest position whose eviction the log can still undo
 
     # mlx-lm's base.scaled_dot_product_attention routes caches with `bits` to the seam.
     @property
@@ -115,9 +127,12 @@ class QuantizedCache:
             view = attention.Compressed(self.k, self.v, self.offset, self.spec, v_mean=self.v_mean, fresh=fresh)
             return view, view
         self._reserve(min(prev + L, W), B, H, D)
+        logged = self._log_evictions(prev, L, kq, vq)
         if L == 1:
             self._write(prev % W, kq, vq, 0, 1)
             self.offset += 1
+            if logged:
+                self._tie_log()
             view = attention.Compressed(self.k, self.v, self.length, self.spec, v_mean=self.v_mean)
             return view, view
         # Prefill chunk on a window layer: the queries need up to window-1 older tokens, which
@@ -138,8 +153,74 @@ class QuantizedCache:
             self._write(slot, kq, vq, L - keep + done, n)
             done += n
         self.offset += L
+        if logged:
+            self._tie_log()
         view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
         return view, view
+
+    def _log_evictions(self, prev: int, L: int, kq: tuple, vq: tuple):
+        """Before positions [prev, prev+L) are written, log the entries they evict (positions p-W).
+
+        Only the last REWIND positions matter; an evicted position older than `prev` is read from
+        the ring (still unwritten), a younger one from this chunk itself (a chunk longer than the
+        window evicts some of its own tokens, which the ring never held).
+        """
+        W, R = self.window, REWIND
+        end = prev + L
+        self._undo_floor = max(self._undo_floor, end - R)
+        lo = max(prev, end - R, W)
+        if lo >= end:
+            return False
+        if self.undo_k is None:
+            B, H = kq[0].shape[:2]
+            D = self.k[0].shape[3] * 32 // self.spec.k.bits
+            self.undo_k = layout.empty(B, H, R, D, self.spec.k)
+            self.undo_v = layout.empty(B, H, R, D, self.spec.v)
+        undo_k, undo_v = list(self.undo_k), list(self.undo_v)
+        p = lo
+        while p < end:
+            src = p - W
+            if src < prev:  # in the ring, slot src % W
+                n = min(end - p, R - p % R, W - src % W, prev - src)
+                k_from, v_from, s0 = self.k, self.v, src % W
+            else:  # evicted by its own chunk
+                n = min(end - p, R - p % R)
+                k_from, v_from, s0 = kq, vq, src - prev
+            d0 = p % R
+            for buf, frm in zip(undo_k + undo_v, k_from + v_from):
+                buf[:, :, d0 : d0 + n] = frm[:, :, s0 : s0 + n]
+            p += n
+        self.undo_k, self.undo_v = tuple(undo_k), tuple(undo_v)
+        return True
+
+    def _tie_log(self):
+        # mlx-lm's decode loop evaluates only the logits: make the ring (which attention reads)
+        # depend on the log's update, so it is computed every step instead of piling up a lazy
+        # graph that keeps every old ring alive.
+        ring = mx.depends([*self.k, *self.v], [*self.undo_k, *self.undo_v])
+        self.k, self.v = tuple(ring[:3]), tuple(ring[3:])
+
+    def _undo(self, new_offset: int):
+        """Put back into the ring what positions [new_offset, offset) evicted."""
+        W, R = self.window, REWIND
+        lo = max(new_offset, W)
+        # A rewind longer than the window would restore a slot more than once; the oldest wins.
+        hi = min(self.offset, lo + W)
+        k, v = list(self.k), list(self.v)
+        p = lo
+        while p < hi:
+            n = min(hi - p, W - p % W, R - p % R)
+            s0, d0 = p % R, p % W
+            for buf, log in zip(k + v, self.undo_k + self.undo_v):
+                buf[:, :, d0 : d0 + n] = log[:, :, s0 : s0 + n]
+            p += n
+        self.k, self.v = tuple(k), tuple(v)
+
+    def max_trim(self) -> int:
+        """How many tokens `trim` can take back exactly."""
+        if self.window is None or self._undo_floor <= self.window:
+            return self.offset
+        return max(self.offset - self._undo_floor, 0)
 
     def _means_ready(self) -> bool:
         return (self.k_mean is not None or not self.spec.k.center) and (self.v_mean is not None or not self.spec.v.center)
@@ -161,14 +242,18 @@ class QuantizedCache:
         if self.k is None:
             return []
         means = [m for m in (self.k_mean, self.v_mean) if m is not None]
-        return [*self.k, *self.v, *means]
+        undo = [*self.undo_k, *self.undo_v] if self.undo_k is not None else []
+        return [*self.k, *self.v, *means, *undo]
 
     def is_trimmable(self) -> bool:
-        # Once a ring has wrapped, the tokens before the window are gone.
-        return self.window is None or self.offset <= self.window
+        # A wrapped ring can rewind only as far as its undo log reaches; see `can_trim`.
+        return self.offset == 0 or self.max_trim() > 0
 
     def trim(self, n: int) -> int:
-        n = min(self.offset, n)
+        """Take back the last n tokens, or as many as can be undone exactly; return how many."""
+        n = min(self.max_trim(), n)
+        if n and self.window is not None and self.offset > self.window:
+            self._undo(self.offset - n)
         self.offset -= n
         return n
 
@@ -302,6 +387,14 @@ def describe(caches, mode: str) -> dict:
     }
 
 
+def can_trim(caches, n: int) -> bool:
+    """Whether every layer can take back its last n tokens exactly (mlx-lm's caches included)."""
+    return all(
+        c.max_trim() >= n if isinstance(c, QuantizedCache) else c.is_trimmable() and c.offset >= n
+        for c in caches
+    )
+
+
 def cache_bytes(caches) -> int:
     return sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
 
@@ -394,6 +487,7 @@ def _restore(meta: dict, data: list):
     if kind == "quantized":
         c = QuantizedCache(layout.LayerSpec.from_dict(meta["spec"]), meta["window"])
         c.offset, c.policy_name = meta["offset"], meta.get("policy_name", "")
+        c._undo_floor = c.offset  # the undo log is not saved: a wrapped ring cannot rewind yet
         if data:
             c.k, c.v = tuple(data[:3]), tuple(data[3:6])
             means = iter(data[6:])

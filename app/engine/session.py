@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
-from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from app import log
@@ -80,7 +80,7 @@ class ChatSession:
         n = min(n, len(tokens) - 1)  # at least one token must be fed to get logits
         extra = len(self.cache_tokens) - n
         if extra > 0:
-            if can_trim_prompt_cache(self.cache) and all(c.offset >= extra for c in self.cache):
+            if kvcache.can_trim(self.cache, extra):
                 trim_prompt_cache(self.cache, extra)
             else:
                 logger.info("cache cannot be trimmed by %d tokens; prefilling from scratch", extra)
