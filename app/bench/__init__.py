@@ -8,6 +8,7 @@ BENCHES = {
     "attention": "one decode step of attention over a compressed cache",
     "decode-overhead": "decode ms/token and per-layer MLX ops of each KV cache on a deep, narrow random model",
     "reopen": "time to first token reopening a long conversation: cold vs saved cache",
+    "rewind": "second turn on a wrapped sliding-window cache: rewound through the undo log vs prefilled afresh",
     "documents": "PDF extraction pages/s and the time to ingest a long PDF (extract, count, plan)",
     "ui": "window responsiveness: 16 ms timer lateness while a 2,000-token answer streams into a 200-message chat",
 }
