@@ -125,7 +125,8 @@ def format_stats(s: dict) -> str:
     return (
         f"[{s['prompt_tokens']} prompt tokens ({s['cached_tokens']} cached), {s['generated_tokens']} generated | "
         f"TTFT {s['ttft_s']:.2f}s | prefill {s['prefill_tps']:.1f} tok/s | decode {s['decode_tps']:.1f} tok/s | "
-        f"KV {fmt(s['kv_bytes'])} ({s['kv_policy']}, fp16 would be {fmt(s['kv_bytes_fp16'])}) | "
+        f"KV {fmt(s['kv_bytes'])} allocated, {s['kv_policy'].split(' (')[0]} {s['kv_bits_per_element']:.1f} bit/el = "
+        f"{s['kv_compression']:.1f}x smaller than fp16 per token (fp16 for these tokens: {fmt(s['kv_bytes_fp16'])}) | "
         f"context {s['context_used']}/{s['context_limit']} | peak {fmt(s['peak_memory_bytes'])} | "
         f"RSS {fmt(s['rss_bytes'])} | {s['backend']} | {s['finish_reason']}]"
     )
