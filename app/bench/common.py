@@ -45,3 +45,28 @@ def _fmt(c):
 
 def emit(args, result: dict, text: str):
     print(json.dumps(result, indent=2) if args.json else text)
+
+
+def load_model(name: str, dtype: str = "model"):
+    """Load a model for a benchmark; dtype "float32" because bfloat16 matmuls are slow on CPUs."""
+    import mlx.core as mx
+
+    from app.engine import loader
+
+    loaded = loader.load(name)
+    if dtype == "float32":
+        loaded.model.set_dtype(mx.float32)
+    return loaded
+
+
+def held_out_tokens(tokenizer, n: int) -> list[int]:
+    """n tokens of real text the reference models never saw (the stdlib email package), repeated as needed."""
+    import email
+    from pathlib import Path
+
+    folder = Path(email.__file__).parent
+    text = "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in sorted(folder.rglob("*.py")))
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    while len(tokens) < n:
+        tokens = tokens + tokens
+    return tokens[:n]

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.bench.common import emit, machine, median, table
+from app.bench.common import emit, held_out_tokens, load_model, machine, median, table
 
 
 def add_arguments(p):
@@ -25,31 +25,15 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true")
 
 
-def conversation_text() -> str:
-    """Real text for the conversation: the standard library's email package (held out of the tiny models)."""
-    import email
-
-    folder = Path(email.__file__).parent
-    return "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in sorted(folder.rglob("*.py")))
-
-
 def run(args) -> int:
-    import mlx.core as mx
-
-    from app.engine import loader
     from app.engine.errors import FolioError
     from app.engine.session import ChatSession, GenParams
     from app.saved_caches import SavedCaches
 
     try:
-        loaded = loader.load(args.model)
-        if args.dtype == "float32":
-            loaded.model.set_dtype(mx.float32)
+        loaded = load_model(args.model, args.dtype)
         tok = loaded.tokenizer
-        history = tok.encode(conversation_text(), add_special_tokens=False)
-        while len(history) < args.context:
-            history = history + history
-        history = history[: args.context]
+        history = held_out_tokens(tok, args.context)
         question = tok.encode("\n\n# Question: what does this module do, in one sentence?\n", add_special_tokens=False)
         greedy = GenParams(max_tokens=1, temperature=0.0)
 

@@ -7,8 +7,7 @@ Fresh: a new session prefills all of turn 2. Also reported: the undo log's bytes
 decode speed with and without the log (REWIND = 0 writes no log).
 """
 
-from app.bench.common import emit, machine, median, table
-from app.bench.reopen import conversation_text
+from app.bench.common import emit, held_out_tokens, load_model, machine, median, table
 
 
 def add_arguments(p):
@@ -24,18 +23,14 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import mlx.core as mx
-
-    from app.engine import kvcache, loader
+    from app.engine import kvcache
     from app.engine.errors import FolioError
     from app.engine.session import ChatSession, GenParams
 
     try:
-        loaded = loader.load(args.model)
-        if args.dtype == "float32":
-            loaded.model.set_dtype(mx.float32)
+        loaded = load_model(args.model, args.dtype)
         tok = loaded.tokenizer
-        history = tok.encode(conversation_text(), add_special_tokens=False)[: args.context]
+        history = held_out_tokens(tok, args.context)
         question = tok.encode("\n\n# Question: what does this module do?\n", add_special_tokens=False)
         windows = [w for w in loaded.shape.windows if w]
         if not windows or args.context <= max(windows):
