@@ -92,7 +92,6 @@ def measure(context, heads, kv_heads, head_dim, bandwidth) -> dict:
     row["speedup_vs_mlx_lm"] = row["mlx_lm_quantized_ms"] / row["folio_ms"]
     row["speedup_vs_fp16"] = row["fp16_sdpa_ms"] / row["folio_ms"]
     row["over_floor"] = row["folio_ms"] / row["floor_ms"]
-    del k, v
     return row
 
 

@@ -47,6 +47,12 @@ def emit(args, result: dict, text: str):
     print(json.dumps(result, indent=2) if args.json else text)
 
 
+def add_dtype_argument(p):
+    """The --dtype option `load_model` reads."""
+    p.add_argument("--dtype", default="model", choices=("model", "float32"),
+                   help="float32 speeds up CPU runs, where bfloat16 matmuls are slow")
+
+
 def load_model(name: str, dtype: str = "model"):
     """Load a model for a benchmark; dtype "float32" because bfloat16 matmuls are slow on CPUs."""
     import mlx.core as mx

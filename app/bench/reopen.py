@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.bench.common import emit, held_out_tokens, load_model, machine, median, table
+from app.bench.common import add_dtype_argument, emit, held_out_tokens, load_model, machine, median, table
 
 
 def add_arguments(p):
@@ -20,8 +20,7 @@ def add_arguments(p):
     p.add_argument("--kv", default="int4", choices=("auto", "int4", "int8", "fp16"))
     p.add_argument("--context", type=int, default=16384, help="conversation length in tokens")
     p.add_argument("--repeats", type=int, default=3, help="saved-cache reopens (median); the cold prefill runs once")
-    p.add_argument("--dtype", default="model", choices=("model", "float32"),
-                   help="float32 speeds up CPU runs, where bfloat16 matmuls are slow")
+    add_dtype_argument(p)
     p.add_argument("--json", action="store_true")
 
 

@@ -7,7 +7,7 @@ Fresh: a new session prefills all of turn 2. Also reported: the undo log's bytes
 decode speed with and without the log (REWIND = 0 writes no log).
 """
 
-from app.bench.common import emit, held_out_tokens, load_model, machine, median, table
+from app.bench.common import add_dtype_argument, emit, held_out_tokens, load_model, machine, median, table
 
 
 def add_arguments(p):
@@ -17,8 +17,7 @@ def add_arguments(p):
     p.add_argument("--answer", type=int, default=32, help="turn 1's answer length in tokens")
     p.add_argument("--back", type=int, default=3, help="answer tokens the re-rendered turn 2 differs in")
     p.add_argument("--repeats", type=int, default=3, help="runs of each side (median)")
-    p.add_argument("--dtype", default="model", choices=("model", "float32"),
-                   help="float32 speeds up CPU runs, where bfloat16 matmuls are slow")
+    add_dtype_argument(p)
     p.add_argument("--json", action="store_true")
 
 
