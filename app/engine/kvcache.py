@@ -211,8 +211,8 @@ class QuantizedCache:
         while p < hi:
             n = min(hi - p, W - p % W, R - p % R)
             s0, d0 = p % R, p % W
-            for buf, log in zip(k + v, self.undo_k + self.undo_v):
-                buf[:, :, d0 : d0 + n] = log[:, :, s0 : s0 + n]
+            for buf, undo in zip(k + v, self.undo_k + self.undo_v):
+                buf[:, :, d0 : d0 + n] = undo[:, :, s0 : s0 + n]
             p += n
         self.k, self.v = tuple(k), tuple(v)
 

@@ -18,7 +18,6 @@ def make_application(argv=None) -> QApplication:
     app.setApplicationDisplayName(APP_NAME)
     app.setApplicationVersion(__version__)
     app.setOrganizationName(APP_NAME)
-    from app.paths import data_dir  # noqa: F401  (creates the data dir before anything writes there)
 
     icon = _icon()
     if icon is not None:
