@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # On the H200 (after the install lines of ../shared/cuda/README.md): builds the fused decode kernels
-# through MLX's CUDA backend, checks them against the reference, times them; logs under $OUT.
+# through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
+# to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
+# may run 600 s). E2E=0 skips the end-to-end phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import mlx.core as mx, mlx_lm; print(mx.__version__, mlx_lm.__version__, mx.default_device())' | tee -a "$OUT/gpu.txt"
-python3 - > "$OUT/generated.txt" 2>&1 <<'PY'
-import mlx.core as mx
-from app.engine import kernels
-kernels.VERBOSE = True
-q = mx.random.normal((1, 16, 1, 128)).astype(mx.float16)
-kq = mx.quantize(mx.random.normal((1, 2, 300, 128)).astype(mx.float16), 64, 4)
-mx.eval(kernels.decode_attention(q, kq, kq, scale=0.1, length=300, k_bits=4, v_bits=4, k_group=64, v_group=64))
-PY
-python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py} 2>&1 | tee "$OUT/test.log" | tail -25
-python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 --head-dim 128 --json \
-  > "$OUT/bench.json" 2> "$OUT/bench.err"
-tar czf "$OUT/ptx_cache.tgz" -C /tmp mlx 2>/dev/null
+SECONDS=0
+timeout ${TEST_S:-170} python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py} \
+  > "$OUT/test.log" 2>&1; echo "tests rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+SECONDS=0
+timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \
+  --head-dim 128 --json > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+SECONDS=0
+timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
+timeout 30 python3 bench/kernel_probe.py 32768 >> "$OUT/probe.txt" 2>&1; echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+if [ "${E2E:-1}" = 1 ]; then
+  SECONDS=0
+  timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} \
+    --decode 48 --budget-s 60 --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+fi
+tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8
+cat "$OUT/probe.txt" | tail -12
+tail -8 "$OUT/e2e.log" 2>/dev/null
 python3 - "$OUT/bench.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception as e:
+    sys.exit(f"no bench table: {e}")
 print(f"copy bandwidth {r['copy_bandwidth_gbs']:.0f} GB/s")
 print("context  sdpa  deq+sdpa  mlx-lm  folio  floor  xSDPA  xMLXLM  /floor")
 for x in r["rows"]:

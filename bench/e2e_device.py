@@ -101,7 +101,7 @@ def main():
 
     loaded = build()
     rows = []
-    for context in [int(c) for c in args.contexts.split(",")]:
+    for context in [int(c) for c in args.contexts.split(",") if c]:
         for mode in args.modes.split(","):
             caches = make_prompt_cache(loaded.model) if mode == "mlx-lm-fp16" else kvcache.make_cache(loaded, "int4")
             row = {"context": context, "mode": mode, **run_one(loaded, caches, context, args.decode, args.chunk,

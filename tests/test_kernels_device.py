@@ -104,3 +104,11 @@ def test_unsupported_shape_is_a_clear_error():
     kq = quantized(1, 1, 8, 96, 4, 32)
     with pytest.raises(kernels.KernelUnsupported, match="head_dim 96"):
         kernels.decode_attention(q, kq, kq, scale=1.0, length=8, k_bits=4, v_bits=4, k_group=32, v_group=32)
+
+
+def test_gqa_above_eight_is_a_clear_error():
+    # One matrix fragment holds 8 query heads; wider groups take the reference path.
+    q = mx.zeros((1, 16, 1, 128), dtype=mx.float16)
+    kq = quantized(1, 1, 64, 128, 4, 64)
+    with pytest.raises(kernels.KernelUnsupported, match="GQA ratio 16"):
+        kernels.decode_attention(q, kq, kq, scale=1.0, length=64, k_bits=4, v_bits=4, k_group=64, v_group=64)

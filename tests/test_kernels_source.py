@@ -64,13 +64,18 @@ struct half2 : vec<half, 2> {
   half2() = default;
   half2(const vec<half, 2>& o) : vec(o) {}
 };
+
 template <typename T, typename U> T as_type(U u) { static_assert(sizeof(T) == sizeof(U), "as_type"); T t; std::memcpy(&t, &u, sizeof t); return t; }
 inline half2 fma(half2 a, half2 b, half2 c) { half2 r; for (int i = 0; i < 2; ++i) r[i] = a[i] * b[i] + c[i]; return r; }
 enum class mem_flags { mem_none, mem_device, mem_threadgroup };
 void threadgroup_barrier(mem_flags);
 void simdgroup_barrier(mem_flags);
 float simd_shuffle_xor(float, ushort);
-template <typename T, int R, int C> struct simdgroup_matrix { T e[2]; };
+template <typename T, int R, int C> struct simdgroup_matrix {
+  vec<T, 2> e;
+  vec<T, 2>& thread_elements() { return e; }
+  const vec<T, 2>& thread_elements() const { return e; }
+};
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
 template <typename T, int R, int C> simdgroup_matrix<T, R, C> make_filled_simdgroup_matrix(T);
@@ -91,7 +96,8 @@ VARIANTS = [  # (head_dim, gqa, k_bits, v_bits, k_group, v_group, query dtype)
     (128, 8, 4, 4, 64, 64, "float16"),
     (64, 1, 8, 4, 32, 128, "bfloat16"),
     (256, 4, 4, 8, 128, 32, "float32"),
-    (128, 16, 8, 8, 64, 64, "float16"),
+    (128, 8, 8, 8, 64, 64, "float16"),
+    (64, 4, 4, 4, 128, 32, "float16"),
 ]
 
 
@@ -118,7 +124,7 @@ def test_metal_source_compiles_as_cpp(tmp_path, variant):
 def test_metal_check_catches_a_typo(tmp_path):
     partial, _ = kernels.decode_sources("metal")
     assert gxx_check(tmp_path, partial).returncode == 0
-    broken = partial.replace("acc_mma<HP, D, NT, false>(oacc", "acc_mma<HP, D, NT, false>(oac", 1)
+    broken = partial.replace("pv_tile<D, VBITS, VWL>(oacc", "pv_tile<D, VBITS, VWL>(oac", 1)
     assert broken != partial
     r = gxx_check(tmp_path, broken)
     assert r.returncode != 0 and "oac" in r.stderr
@@ -185,14 +191,13 @@ def test_kernel_names_change_with_the_source():
 @pytest.mark.parametrize("n", [1, 63, 127, 128, 4097, 131072, 1_000_003])
 @pytest.mark.parametrize("head_dim,gqa", [(64, 1), (128, 8), (256, 4)])
 def test_split_plan_covers_every_token_once(n, head_dim, gqa):
-    nw = kernels.warps_per_block(head_dim, gqa, "cuda")
-    splits, chunk = kernels.split_plan(n, 8, nw)
-    assert chunk % (nw * kernels.TILE_TOKENS) == 0
+    nw, nt = kernels.warps_per_block(head_dim, "cuda"), kernels.step_tokens(head_dim)
+    splits, chunk = kernels.split_plan(n, 8 * gqa, nw, nt)
+    assert chunk % (nw * nt) == 0
     assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, nothing left over
     assert splits <= kernels.MAX_SPLITS
     for backend in ("cuda", "metal"):
-        assert kernels.shared_bytes(head_dim, kernels.padded_heads(gqa, backend),
-                                    kernels.warps_per_block(head_dim, gqa, backend)) <= kernels.SHARED_LIMIT[backend]
+        assert kernels.shared_bytes(head_dim, kernels.warps_per_block(head_dim, backend)) <= kernels.SHARED_LIMIT[backend]
 
 
 def test_no_gpu_is_a_clear_fallback_signal():

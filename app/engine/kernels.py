@@ -20,7 +20,7 @@ BITS = (4, 8)
 GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
-TARGET_BLOCKS = 1056           # about eight blocks per SM on an H200 (132 SMs); 528 measured faster, see docs/kernels.md
+TARGET_BLOCKS = 1056           # about eight blocks per SM on an H200 (132 SMs); see docs/kernels.md
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
 MAX_SPLITS = 1024              # decode_combine.body's threadgroup array of split weights
@@ -73,34 +73,30 @@ def _build(kernel: str, backend: str, input_names: tuple, output_names: tuple):
 
 
 # -- launch geometry ----------------------------------------------------------------------------
-TILE_TOKENS = 32               # NT in the kernel body: one token per lane in the softmax
-MMA_EDGE = {"cuda": 8, "metal": 8}              # MMA_N of each prelude: heads are padded to it
+MAX_GQA = 8                    # query heads per KV head: one matrix fragment's width
 SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup memory per block
 
 
-def padded_heads(gqa: int, backend: str) -> int:
-    edge = MMA_EDGE[backend]
-    return max(edge, math.ceil(gqa / edge) * edge)
+def step_tokens(head_dim: int) -> int:
+    """NT in the kernel body: tokens a warp loads per step (fewer at head_dim 256: registers)."""
+    return 16 if head_dim >= 256 else 32
 
 
-def shared_bytes(head_dim: int, hp: int, nw: int) -> int:
+def shared_bytes(head_dim: int, nw: int) -> int:
     """Threadgroup memory of decode_partial (must match the SHARED arrays in its body)."""
-    ldh, ldp, lds, ldo, nt = head_dim + 8, TILE_TOKENS + 8, TILE_TOKENS + 4, head_dim + 4, TILE_TOKENS
-    per_warp = max(nt * ldh // 2, hp * ldo) * 4 + hp * lds * 4 + hp * ldp * 2 + 2 * hp * 4
-    return hp * ldh * 2 + nw * per_warp
+    return nw * (MAX_GQA * head_dim * 4 + 2 * MAX_GQA * 4)
 
 
-def warps_per_block(head_dim: int, gqa: int, backend: str = "cuda") -> int:
-    hp = padded_heads(gqa, backend)
+def warps_per_block(head_dim: int, backend: str = "cuda") -> int:
     nw = 4
-    while nw > 1 and shared_bytes(head_dim, hp, nw) > SHARED_LIMIT[backend]:
+    while nw > 1 and shared_bytes(head_dim, nw) > SHARED_LIMIT[backend]:
         nw -= 1
     return nw
 
 
-def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int) -> tuple[int, int]:
+def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int = 32) -> tuple[int, int]:
     """(number of splits, tokens per split) for one decode step over n_tokens."""
-    tile = nw * TILE_TOKENS
+    tile = nw * nt
     want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)))
     splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS))
     chunk = math.ceil(math.ceil(n_tokens / splits) / tile) * tile
@@ -136,8 +132,8 @@ def _check(q, k, v, k_bits, v_bits, k_group, v_group):
     if H % n_kv:
         raise KernelUnsupported(f"{H} query heads do not divide into {n_kv} KV heads.")
     g = H // n_kv
-    if g > 16:
-        raise KernelUnsupported(f"GQA ratio {g} is not supported by the fused kernel (at most 16).")
+    if g > MAX_GQA:
+        raise KernelUnsupported(f"GQA ratio {g} is not supported by the fused kernel (at most {MAX_GQA}).")
     if k[1].dtype != mx.float16 or v[1].dtype != mx.float16:
         raise KernelUnsupported("The fused kernel reads float16 scales and biases.")
 
@@ -161,10 +157,8 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
         raise KernelUnsupported(f"length {length} is outside the cache's {t_alloc} slots.")
     start = max(0, length - int(window)) if window else 0
     G = H // n_kv
-    hp, nw = padded_heads(G, backend), warps_per_block(D, G, backend)
-    if shared_bytes(D, hp, nw) > SHARED_LIMIT[backend]:
-        raise KernelUnsupported(f"head_dim {D} with {G} query heads per KV head needs more threadgroup memory than {backend} gives.")
-    splits, chunk = split_plan(length - start, B * n_kv, nw)
+    nw, nt = warps_per_block(D, backend), step_tokens(D)
+    splits, chunk = split_plan(length - start, B * n_kv, nw, nt)
     params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, 0)
     init = float("nan") if poison else None
 
@@ -172,7 +166,7 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     o_part, ml_part = partial(
         inputs=[q, *k, *v, params, _floats(float(scale))],
         template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("HP", hp)],
+                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt)],
         grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
         output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
         output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
@@ -292,12 +286,12 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
         build = metal_source if backend == "metal" else cuda_source
         return build(name, header(backend), body(kernel, backend), inputs, outputs, tpl)
 
-    nw, hp = warps_per_block(D, G, backend), padded_heads(G, backend)
+    nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
             ("vb", "float16", 4096, 4), ("params", "int32", 8, 1), ("scale", "float32", 1, 1)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("HP", hp)]
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt)]
     partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1)],

@@ -1,97 +1,197 @@
 // CUDA prelude, header part: prepended (after MLX's own CUDA header) to every kernel handed to
-// mx.fast.cuda_kernel. Defines the vocabulary the shared kernel bodies are written in:
-// qualifiers, barriers, warp shuffles, math, dequantization of one packed word, and a warp-level
-// matrix product on shared-memory tiles (WMMA 8x32x16, fp16 in, fp32 accumulate).
-// Inputs/outputs/grid: none (helpers only). MMA_N: the tile edge; heads are padded to it.
-#include <mma.h>
+// mx.fast.cuda_kernel. Defines the vocabulary the shared kernel bodies are written in: qualifiers,
+// barriers, warp shuffles, math, and the warp's matrix fragments (mma.sync m16n8k16, fp16 in, fp32
+// accumulate) filled straight from packed codes in registers, so no tile goes through shared memory.
+// Inputs/outputs/grid: none (helpers only).
+//
+// Fragment geometry (PTX ISA, mma.m16n8k16): lane = 4g + t. Scores are computed transposed,
+// S^T (16 tokens x 8 heads) = K (16 x D) . Q^T, and O^T (D x 8 heads) += V^T (D x 16 tokens) . P^T.
+//   K rows this lane dequantizes: tokens g and g+8, the quarter t of each row's words.
+//   V rows: tokens 2t, 2t+1, 2t+8, 2t+9, the eighth g of each row's words (pairs along tokens).
+//   Score element e: token g + 8(e>>1), head 2t + (e&1); output element e of dim tile i: head
+//   2t + (e&1), dim g*D/8 + 2i + (e>>1).
+#include <cuda_fp16.h>
 typedef unsigned int uint;
 typedef __half half_t;
 
-#define DEV
-#define TG
+#define FN __device__ __forceinline__
 #define SHARED __shared__
-#define ALIGN32 __align__(32)
 #define BARRIER() __syncthreads()
-#define WARP_BARRIER() __syncwarp()
 #define FINF (__int_as_float(0x7f800000))
 
-__device__ __forceinline__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
-__device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ half_t to_half(float x) { return __float2half_rn(x); }
-template <typename T> __device__ __forceinline__ T from_f32(float x) { return static_cast<T>(x); }
+FN float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+FN float fast_exp2(float x) { return exp2f(x); }
+FN float to_f32(float x) { return x; }
+FN float to_f32(__half x) { return __half2float(x); }
+FN float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+FN half_t to_half(float x) { return __float2half_rn(x); }
+template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
 
-__device__ __forceinline__ uint4 zero16() { return make_uint4(0u, 0u, 0u, 0u); }
-__device__ __forceinline__ uint4 load16(const uint32_t* p, long i) { return reinterpret_cast<const uint4*>(p)[i]; }
-__device__ __forceinline__ uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
-__device__ __forceinline__ __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }
+FN uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
+FN __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }
+FN uint pack_h2(float a, float b) { return h2_bits(__floats2half2_rn(a, b)); }
 
-// One word of eight 4-bit codes -> eight halves s*n+b, stored in the order 0,4,1,5,2,6,3,7: the
-// magic 0x6400 exponent turns a code into 1024+n without a conversion instruction.
-__device__ __forceinline__ uint4 dq4(uint w, __half s, __half b) {
-  const __half2 s2 = __half2half2(s), b2 = __half2half2(b), k = __float2half2_rn(1024.0f);
-  uint r[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-    r[j] = h2_bits(__hfma2(__hsub2(bits_h2(((w >> (4 * j)) & 0x000F000Fu) | 0x64006400u), k), s2, b2));
-  return make_uint4(r[0], r[1], r[2], r[3]);
+// 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b: exact codes, one
+// fma. The 0x6400 exponent makes an integer into a half without a conversion instruction.
+FN uint dq_pair(uint codes, uint s2, uint b2) {
+  const __half2 k = __float2half2_rn(1024.0f);
+  return h2_bits(__hfma2(__hsub2(bits_h2(codes | 0x64006400u), k), bits_h2(s2), bits_h2(b2)));
 }
-// One word of four 8-bit codes -> four halves, stored in the order 0,2,1,3.
-__device__ __forceinline__ uint2 dq8(uint w, __half s, __half b) {
-  const __half2 s2 = __half2half2(s), b2 = __half2half2(b), k = __float2half2_rn(1024.0f);
-  uint r[2];
+// n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
+template <int N> FN void load_words(uint (&dst)[N], const uint32_t* p, long i) {
+  if (N % 4 == 0) {
 #pragma unroll
-  for (int j = 0; j < 2; ++j)
-    r[j] = h2_bits(__hfma2(__hsub2(bits_h2(((w >> (8 * j)) & 0x00FF00FFu) | 0x64006400u), k), s2, b2));
-  return make_uint2(r[0], r[1]);
-}
-__device__ __forceinline__ void st4(half_t* dst, uint4 v) { *reinterpret_cast<uint4*>(dst) = v; }
-__device__ __forceinline__ void st2(half_t* dst, uint2 v) { *reinterpret_cast<uint2*>(dst) = v; }
-
-#define MMA_N 8
-// A warp's fp32 accumulator tile (M x N) held in registers across calls, and the matrix product
-// acc += A (M x K, row-major) * B (K x N; B_COL: stored as N rows of K), operands in shared memory.
-// WMMA shape m8n32k16: M (query heads) pads only to 8, N (tokens or head_dim) is a multiple of 32.
-template <int M, int N> struct Acc {
-  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 8, 32, 16, float> f[M / 8][N / 32];
-};
-template <int M, int N> __device__ __forceinline__ void acc_fill(Acc<M, N>& a, float v) {
-#pragma unroll
-  for (int i = 0; i < M / 8; ++i)
-#pragma unroll
-    for (int j = 0; j < N / 32; ++j) nvcuda::wmma::fill_fragment(a.f[i][j], v);
-}
-template <int M, int N> __device__ __forceinline__ void acc_store(const Acc<M, N>& a, float* C, int ldc) {
-#pragma unroll
-  for (int i = 0; i < M / 8; ++i)
-#pragma unroll
-    for (int j = 0; j < N / 32; ++j)
-      nvcuda::wmma::store_matrix_sync(C + i * 8 * ldc + j * 32, a.f[i][j], ldc, nvcuda::wmma::mem_row_major);
-}
-template <int M, int N> __device__ __forceinline__ void acc_load(Acc<M, N>& a, const float* C, int ldc) {
-#pragma unroll
-  for (int i = 0; i < M / 8; ++i)
-#pragma unroll
-    for (int j = 0; j < N / 32; ++j)
-      nvcuda::wmma::load_matrix_sync(a.f[i][j], C + i * 8 * ldc + j * 32, ldc, nvcuda::wmma::mem_row_major);
-}
-template <int M, int N, int K, bool B_COL>
-__device__ __forceinline__ void acc_mma(Acc<M, N>& acc, const half_t* A, int lda, const half_t* B, int ldb) {
-  using namespace nvcuda;
-  typedef typename cuda::std::conditional<B_COL, wmma::col_major, wmma::row_major>::type BL;
-#pragma unroll
-  for (int ki = 0; ki < K; ki += 16) {
-    wmma::fragment<wmma::matrix_a, 8, 32, 16, __half, wmma::row_major> a[M / 8];
-#pragma unroll
-    for (int i = 0; i < M / 8; ++i) wmma::load_matrix_sync(a[i], A + i * 8 * lda + ki, lda);
-#pragma unroll
-    for (int j = 0; j < N / 32; ++j) {
-      wmma::fragment<wmma::matrix_b, 8, 32, 16, __half, BL> b;
-      wmma::load_matrix_sync(b, B_COL ? B + j * 32 * ldb + ki : B + ki * ldb + j * 32, ldb);
-#pragma unroll
-      for (int i = 0; i < M / 8; ++i) wmma::mma_sync(acc.f[i][j], a[i], b, acc.f[i][j]);
+    for (int k = 0; k < N; k += 4) {
+      const uint4 v = reinterpret_cast<const uint4*>(p + i + k)[0];
+      dst[k] = v.x; dst[k + 1] = v.y; dst[k + 2] = v.z; dst[k + 3] = v.w;
     }
+  } else if (N % 2 == 0) {
+#pragma unroll
+    for (int k = 0; k < N; k += 2) {
+      const uint2 v = reinterpret_cast<const uint2*>(p + i + k)[0];
+      dst[k] = v.x; dst[k + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k) dst[k] = p[i + k];
+  }
+}
+template <int N> FN void zero_words(uint (&dst)[N]) {
+#pragma unroll
+  for (int k = 0; k < N; ++k) dst[k] = 0u;
+}
+FN uint two_h(half_t a, half_t b) { return h2_bits(__halves2half2(a, b)); }
+FN uint byte_pair(uint a, uint b, int byte) {   // byte `byte` of a in bits 0-7, of b in bits 16-23
+  return __byte_perm(a, b, byte | (byte << 4) | ((4 + byte) << 8) | ((4 + byte) << 12));
+}
+
+// -- geometry --------------------------------------------------------------------------------
+#define TM 16                       // tokens per fragment tile
+#define KR 2                        // K rows a lane dequantizes per tile
+#define VR 4                        // V rows a lane dequantizes per tile
+#define SE 4                        // score elements per lane per tile
+#define TOKEN_XOR_1 4               // lanes holding the same heads' scores differ in these bits
+#define TOKEN_XOR_2 8
+#define TOKEN_XOR_3 16
+struct Lane { int g, t; };
+FN Lane lane_of(uint lane) { return Lane{int(lane >> 2), int(lane & 3u)}; }
+FN int k_row(Lane l, int j) { return l.g + 8 * j; }
+FN int k_part(Lane l) { return l.t; }
+FN int v_row(Lane l, int j) { return 2 * l.t + (j & 1) + 8 * (j >> 1); }
+FN int v_part(Lane l) { return l.g; }
+FN int se_tok(Lane l, int e) { return l.g + 8 * (e >> 1); }
+FN int lane_head(Lane l, int h) { return 2 * l.t + h; }
+FN bool head_owner(Lane l) { return l.g == 0; }
+
+FN void mma16816(float* c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+FN uint transpose8x8(uint x) {
+  uint y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+// -- fragments ---------------------------------------------------------------------------------
+// Q^T as the B operand of the scores product: two registers per 16-dim k-step.
+template <int D> struct QFrag { uint r[D / 16][2]; };
+// One tile's scores (fp32) and its probabilities as the B operand of O^T += V^T P^T.
+struct SFrag { float c[4]; };
+struct PFrag { uint r[2]; };
+template <int D> struct OAcc { float c[D / 16][4]; };
+
+FN void s_zero(SFrag& s) { s.c[0] = s.c[1] = s.c[2] = s.c[3] = 0.0f; }
+FN float s_get(const SFrag& s, int e) { return s.c[e]; }
+template <int D> FN void o_zero(OAcc<D>& o) {
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i) o.c[i][0] = o.c[i][1] = o.c[i][2] = o.c[i][3] = 0.0f;
+}
+template <int D> FN void o_scale(OAcc<D>& o, float c0, float c1) {
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i) { o.c[i][0] *= c0; o.c[i][1] *= c1; o.c[i][2] *= c0; o.c[i][3] *= c1; }
+}
+// out[head * D + dim] for the heads and dims this lane holds.
+template <int D> FN void o_store(const OAcc<D>& o, Lane l, float* out) {
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out[lane_head(l, e & 1) * D + l.g * (D / 8) + 2 * i + (e >> 1)] = o.c[i][e];
+}
+
+// The K codes' pair p of a lane's quarter row: which two dims it holds (see k_pair below).
+template <int KBITS> FN int k_pair_dim(int part, int p, int e, int D) {
+  constexpr int PPW = 16 / KBITS, EPW = 32 / KBITS;   // pairs and codes per word
+  return part * (D / 4) + (p / PPW) * EPW + (p % PPW) + e * (EPW / 2);
+}
+// Pair p (two halves) of codes from a lane's row words: codes j and j+EPW/2 of word p/PPW.
+template <int KBITS> FN uint k_codes(const uint* w, int p) {
+  constexpr int PPW = 16 / KBITS;
+  return KBITS == 4 ? (w[p / PPW] >> (4 * (p % PPW))) & 0x000F000Fu : (w[p / PPW] >> (8 * (p % PPW))) & 0x00FF00FFu;
+}
+
+// Q^T fragments for the lane's head g (zeros for padded heads h >= G), in the K pair order.
+template <int D, int KBITS, typename T> FN void q_frag_load(QFrag<D>& qf, Lane l, const T* qh, int G) {
+#pragma unroll
+  for (int s = 0; s < D / 16; ++s)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int p = 2 * s + h;
+      float a = 0.0f, b = 0.0f;
+      if (l.g < G) {
+        a = to_f32(qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 0, D)]);
+        b = to_f32(qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 1, D)]);
+      }
+      qf.r[s][h] = pack_h2(a, b);
+    }
+}
+
+// S^T += K . Q^T for one tile: kw[j] = the lane's words of row k_row(j); ks, kb = its groups'
+// scale and bias (KGL per row).
+template <int D, int KBITS, int KGROUP, int KWL, int KGL>
+FN void s_tile(SFrag& s, const QFrag<D>& qf, const uint (&kw)[KR][KWL], const half_t (&ks)[KR][KGL],
+               const half_t (&kb)[KR][KGL]) {
+  constexpr int EPW = 32 / KBITS;
+#pragma unroll
+  for (int st = 0; st < D / 16; ++st) {
+    uint a[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < KR; ++j) {
+        const int p = 2 * st + h, gi = ((p / (16 / KBITS)) * EPW) / KGROUP;
+        a[2 * h + j] = dq_pair(k_codes<KBITS>(kw[j], p), two_h(ks[j][gi], ks[j][gi]), two_h(kb[j][gi], kb[j][gi]));
+      }
+    mma16816(s.c, a[0], a[1], a[2], a[3], qf.r[st][0], qf.r[st][1]);
+  }
+}
+
+// Probabilities (element order of SFrag) -> the B operand of O^T += V^T . P^T.
+FN void p_frag(PFrag& pf, const float (&p)[4]) {
+  pf.r[0] = transpose8x8(pack_h2(p[0], p[1]));
+  pf.r[1] = transpose8x8(pack_h2(p[2], p[3]));
+}
+
+// O^T += V^T . P^T for one tile: vw[j] = the lane's words of row v_row(j) (tokens 2t, 2t+1, 2t+8,
+// 2t+9), vs, vb = each row's scale and bias. A lane's dims are its eighth of the row, in order.
+template <int D, int VBITS, int VWL>
+FN void pv_tile(OAcc<D>& o, const PFrag& pf, const uint (&vw)[VR][VWL], const half_t (&vs)[VR],
+                const half_t (&vb)[VR]) {
+  constexpr int EPW = 32 / VBITS;
+  const uint s01 = two_h(vs[0], vs[1]), s23 = two_h(vs[2], vs[3]);
+  const uint b01 = two_h(vb[0], vb[1]), b23 = two_h(vb[2], vb[3]);
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i) {
+    uint a[4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {          // A rows g (lane dim 2i) and g+8 (lane dim 2i+1)
+      const int u = 2 * i + r, w = u / EPW, j = u % EPW;
+      const int byte = VBITS == 4 ? j / 2 : j, shift = VBITS == 4 ? 4 * (j % 2) : 0;
+      const uint mask = VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu;
+      a[r] = dq_pair((byte_pair(vw[0][w], vw[1][w], byte) >> shift) & mask, s01, b01);
+      a[2 + r] = dq_pair((byte_pair(vw[2][w], vw[3][w], byte) >> shift) & mask, s23, b23);
+    }
+    mma16816(o.c[i], a[0], a[1], a[2], a[3], pf.r[0], pf.r[1]);
   }
 }

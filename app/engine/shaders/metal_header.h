@@ -1,78 +1,152 @@
 // Metal prelude, header part: handed to mx.fast.metal_kernel as `header`. Defines the vocabulary
-// the shared kernel bodies are written in: qualifiers, barriers, SIMD-group shuffles, math,
-// dequantization of one packed word, and a SIMD-group matrix product on threadgroup-memory tiles
-// (simdgroup_matrix 8x8, half in, float accumulate). Inputs/outputs/grid: none (helpers only).
-// MMA_N: the tile edge; heads are padded to it.
+// the shared kernel bodies are written in: qualifiers, barriers, SIMD-group shuffles, math, and
+// the SIMD group's 8x8 matrix fragments (simdgroup_matrix, half in, float accumulate) filled
+// straight from packed codes through thread_elements(), so no tile goes through threadgroup
+// memory. Inputs/outputs/grid: none (helpers only).
+//
+// Fragment geometry (as MLX's steel kernels use it): lane holds elements (fm, fn) and (fm, fn+1)
+// of every 8x8 fragment, fm = (lane/4 & 4) + (lane/2 % 4), fn = (lane/4 & 2)*2 + (lane%2)*2.
+// S^T (8 tokens x 8 heads) = K . Q^T and O^T (D x 8 heads) += V^T (D x 8 tokens) . P^T, as on CUDA:
+//   K row this lane dequantizes: token fm, the quarter fn/2 of the row's words.
+//   V rows: tokens fn, fn+1, the eighth fm of each row's words (pairs along tokens).
+//   Score element e: token fm, head fn + e; output element e of dim tile i: head fn + e, dim
+//   fm*D/8 + i.
 #include <metal_stdlib>
 using namespace metal;
 typedef half half_t;
 
-#define DEV device
-#define TG threadgroup
+#define FN inline
 #define SHARED threadgroup
-#define ALIGN32
 #define BARRIER() threadgroup_barrier(mem_flags::mem_threadgroup)
-#define WARP_BARRIER() simdgroup_barrier(mem_flags::mem_threadgroup)
 #define FINF (as_type<float>(0x7f800000u))
 
-inline float shfl_xor(float v, ushort mask) { return simd_shuffle_xor(v, mask); }
-inline float fast_exp2(float x) { return metal::exp2(x); }
-inline float to_f32(float x) { return x; }
-inline float to_f32(half x) { return float(x); }
-inline float to_f32(bfloat16_t x) { return float(x); }
-inline half_t to_half(float x) { return half_t(x); }
-template <typename T> inline T from_f32(float x) { return static_cast<T>(x); }
+FN float shfl_xor(float v, ushort mask) { return simd_shuffle_xor(v, mask); }
+FN float fast_exp2(float x) { return metal::exp2(x); }
+FN float to_f32(float x) { return x; }
+FN float to_f32(half x) { return float(x); }
+FN float to_f32(bfloat16_t x) { return float(x); }
+FN half_t to_half(float x) { return half_t(x); }
+template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
 
-inline uint4 zero16() { return uint4(0u); }
-inline uint4 load16(const device uint32_t* p, long i) { return ((const device uint4*)p)[i]; }
+// 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b (see the CUDA side).
+FN half2 dq_pair(uint codes, half2 s2, half2 b2) {
+  return fma(as_type<half2>(codes | 0x64006400u) - half2(half(1024.0f)), s2, b2);
+}
 
-// One word of eight 4-bit codes -> eight halves s*n+b, stored in the order 0,4,1,5,2,6,3,7 (the
-// same bit arithmetic as the CUDA side: the 0x6400 exponent makes a code into 1024+n).
-inline uint4 dq4(uint w, half s, half b) {
-  const half2 s2 = half2(s), b2 = half2(b), k = half2(half(1024.0f));
-  uint4 r;
-  for (int j = 0; j < 4; ++j)
-    r[j] = as_type<uint>(fma(as_type<half2>(((w >> (4 * j)) & 0x000F000Fu) | 0x64006400u) - k, s2, b2));
-  return r;
-}
-// One word of four 8-bit codes -> four halves, stored in the order 0,2,1,3.
-inline uint2 dq8(uint w, half s, half b) {
-  const half2 s2 = half2(s), b2 = half2(b), k = half2(half(1024.0f));
-  uint2 r;
-  for (int j = 0; j < 2; ++j)
-    r[j] = as_type<uint>(fma(as_type<half2>(((w >> (8 * j)) & 0x00FF00FFu) | 0x64006400u) - k, s2, b2));
-  return r;
-}
-inline void st4(threadgroup half_t* dst, uint4 v) { *((threadgroup uint4*)dst) = v; }
-inline void st2(threadgroup half_t* dst, uint2 v) { *((threadgroup uint2*)dst) = v; }
-
-#define MMA_N 8
-// A SIMD group's float accumulator tile (M x N) held in registers across calls, and the matrix
-// product acc += A (M x K, row-major) * B (K x N; B_COL: stored as N rows of K), operands in
-// threadgroup memory.
-template <int M, int N> struct Acc { simdgroup_float8x8 f[M / 8][N / 8]; };
-template <int M, int N> inline void acc_fill(thread Acc<M, N>& a, float v) {
-  for (int i = 0; i < M / 8; ++i)
-    for (int j = 0; j < N / 8; ++j) a.f[i][j] = make_filled_simdgroup_matrix<float, 8, 8>(v);
-}
-template <int M, int N> inline void acc_store(thread const Acc<M, N>& a, threadgroup float* C, int ldc) {
-  for (int i = 0; i < M / 8; ++i)
-    for (int j = 0; j < N / 8; ++j) simdgroup_store(a.f[i][j], C + i * 8 * ldc + j * 8, ldc);
-}
-template <int M, int N> inline void acc_load(thread Acc<M, N>& a, const threadgroup float* C, int ldc) {
-  for (int i = 0; i < M / 8; ++i)
-    for (int j = 0; j < N / 8; ++j) simdgroup_load(a.f[i][j], C + i * 8 * ldc + j * 8, ldc);
-}
-template <int M, int N, int K, bool B_COL>
-inline void acc_mma(thread Acc<M, N>& acc, const threadgroup half_t* A, int lda, const threadgroup half_t* B, int ldb) {
-  for (int ki = 0; ki < K; ki += 8) {
-    simdgroup_half8x8 a[M / 8];
-    for (int i = 0; i < M / 8; ++i) simdgroup_load(a[i], A + i * 8 * lda + ki, lda);
-    for (int j = 0; j < N / 8; ++j) {
-      simdgroup_half8x8 b;
-      if (B_COL) simdgroup_load(b, B + j * 8 * ldb + ki, ldb, ulong2(0, 0), true);
-      else simdgroup_load(b, B + ki * ldb + j * 8, ldb);
-      for (int i = 0; i < M / 8; ++i) simdgroup_multiply_accumulate(acc.f[i][j], a[i], b, acc.f[i][j]);
+// n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
+template <int N> FN void load_words(thread uint (&dst)[N], const device uint32_t* p, long i) {
+  if (N % 4 == 0) {
+    for (int k = 0; k < N; k += 4) {
+      const uint4 v = *((const device uint4*)(p + i + k));
+      for (int c = 0; c < 4; ++c) dst[k + c] = v[c];
     }
+  } else if (N % 2 == 0) {
+    for (int k = 0; k < N; k += 2) {
+      const uint2 v = *((const device uint2*)(p + i + k));
+      for (int c = 0; c < 2; ++c) dst[k + c] = v[c];
+    }
+  } else {
+    for (int k = 0; k < N; ++k) dst[k] = p[i + k];
+  }
+}
+template <int N> FN void zero_words(thread uint (&dst)[N]) {
+  for (int k = 0; k < N; ++k) dst[k] = 0u;
+}
+
+// -- geometry --------------------------------------------------------------------------------
+#define TM 8
+#define KR 1
+#define VR 2
+#define SE 2
+#define TOKEN_XOR_1 2
+#define TOKEN_XOR_2 4
+#define TOKEN_XOR_3 16
+struct Lane { int fm, fn; };
+FN Lane lane_of(uint lane) {
+  const int qid = int(lane) / 4;
+  return Lane{(qid & 4) + (int(lane) / 2) % 4, (qid & 2) * 2 + (int(lane) % 2) * 2};
+}
+FN int k_row(Lane l, int j) { return l.fm; }
+FN int k_part(Lane l) { return l.fn / 2; }
+FN int v_row(Lane l, int j) { return l.fn + j; }
+FN int v_part(Lane l) { return l.fm; }
+FN int se_tok(Lane l, int e) { return l.fm; }
+FN int lane_head(Lane l, int h) { return l.fn + h; }
+FN bool head_owner(Lane l) { return l.fm == 0; }
+
+// -- fragments ---------------------------------------------------------------------------------
+template <int D> struct QFrag { simdgroup_half8x8 r[D / 8]; };
+struct SFrag { simdgroup_float8x8 m; };
+struct PFrag { simdgroup_half8x8 m; };
+template <int D> struct OAcc { simdgroup_float8x8 m[D / 8]; };
+
+FN void s_zero(thread SFrag& s) { s.m = make_filled_simdgroup_matrix<float, 8, 8>(0.0f); }
+FN float s_get(thread SFrag& s, int e) { return s.m.thread_elements()[e]; }
+template <int D> FN void o_zero(thread OAcc<D>& o) {
+  for (int i = 0; i < D / 8; ++i) o.m[i] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+}
+template <int D> FN void o_scale(thread OAcc<D>& o, float c0, float c1) {
+  for (int i = 0; i < D / 8; ++i) {
+    o.m[i].thread_elements()[0] *= c0;
+    o.m[i].thread_elements()[1] *= c1;
+  }
+}
+template <int D> FN void o_store(thread OAcc<D>& o, Lane l, threadgroup float* out) {
+  for (int i = 0; i < D / 8; ++i)
+    for (int e = 0; e < 2; ++e) out[lane_head(l, e) * D + l.fm * (D / 8) + i] = o.m[i].thread_elements()[e];
+}
+
+template <int KBITS> FN int k_pair_dim(int part, int p, int e, int D) {
+  const int PPW = 16 / KBITS, EPW = 32 / KBITS;
+  return part * (D / 4) + (p / PPW) * EPW + (p % PPW) + e * (EPW / 2);
+}
+template <int KBITS> FN uint k_codes(thread const uint* w, int p) {
+  const int PPW = 16 / KBITS;
+  return KBITS == 4 ? (w[p / PPW] >> (4 * (p % PPW))) & 0x000F000Fu : (w[p / PPW] >> (8 * (p % PPW))) & 0x00FF00FFu;
+}
+
+// Q^T fragments: row fm of k-step s is pair s, element fm%2, of the lane quarter fm/2; columns are
+// heads fn and fn+1 (zeros for padded heads h >= G).
+template <int D, int KBITS, typename T> FN void q_frag_load(thread QFrag<D>& qf, Lane l, const device T* qh, int G) {
+  for (int s = 0; s < D / 8; ++s) {
+    const int dim = k_pair_dim<KBITS>(l.fm / 2, s, l.fm % 2, D);
+    for (int e = 0; e < 2; ++e)
+      qf.r[s].thread_elements()[e] = l.fn + e < G ? half(to_f32(qh[(l.fn + e) * D + dim])) : half(0.0f);
+  }
+}
+
+template <int D, int KBITS, int KGROUP, int KWL, int KGL>
+FN void s_tile(thread SFrag& s, thread const QFrag<D>& qf, thread const uint (&kw)[KR][KWL],
+               thread const half_t (&ks)[KR][KGL], thread const half_t (&kb)[KR][KGL]) {
+  const int EPW = 32 / KBITS;
+  for (int st = 0; st < D / 8; ++st) {
+    const int gi = ((st / (16 / KBITS)) * EPW) / KGROUP;
+    const half2 v = dq_pair(k_codes<KBITS>(kw[0], st), half2(ks[0][gi]), half2(kb[0][gi]));
+    simdgroup_half8x8 a;
+    a.thread_elements()[0] = v[0];
+    a.thread_elements()[1] = v[1];
+    simdgroup_multiply_accumulate(s.m, a, qf.r[st], s.m);
+  }
+}
+
+FN void p_frag(thread PFrag& pf, thread const float (&p)[2]) {
+  pf.m.thread_elements()[0] = half(p[0]);
+  pf.m.thread_elements()[1] = half(p[1]);
+}
+
+template <int D, int VBITS, int VWL>
+FN void pv_tile(thread OAcc<D>& o, thread const PFrag& pf, thread const uint (&vw)[VR][VWL],
+                thread const half_t (&vs)[VR], thread const half_t (&vb)[VR]) {
+  const int EPW = 32 / VBITS;
+  const uint mask = VBITS == 4 ? 0xFu : 0xFFu;
+  const half2 s01 = half2(vs[0], vs[1]), b01 = half2(vb[0], vb[1]);
+  for (int i = 0; i < D / 8; ++i) {
+    const int w = i / EPW, sh = VBITS * (i % EPW);
+    const uint codes = ((vw[0][w] >> sh) & mask) | (((vw[1][w] >> sh) & mask) << 16);
+    const half2 v = dq_pair(codes, s01, b01);
+    simdgroup_half8x8 a;
+    a.thread_elements()[0] = v[0];
+    a.thread_elements()[1] = v[1];
+    simdgroup_multiply_accumulate(o.m[i], a, pf.m, o.m[i]);
   }
 }
