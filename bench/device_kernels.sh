@@ -17,6 +17,13 @@ timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32
 SECONDS=0
 timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
 timeout 30 python3 bench/kernel_probe.py 32768 >> "$OUT/probe.txt" 2>&1; echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+  SECONDS=0
+  timeout 120 ncu -k regex:folio_decode --launch-skip 2 --launch-count 4 --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    python3 bench/kernel_probe.py 131072 --once > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  grep -E "folio_decode|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Stall|Waves Per SM" "$OUT/ncu.txt" | head -60
+fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
   timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} \

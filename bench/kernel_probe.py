@@ -1,5 +1,13 @@
-"""Probe of the fused decode kernel on the device: time per launch plan, for ncu and for tuning."""
+"""Probe of the fused decode kernel on the device: time per launch plan, host cost per call.
+
+    python3 bench/kernel_probe.py [context] [--once]
+
+--once runs four calls and exits (for ncu/nsys). Otherwise: the host time to build one call's graph
+(no evaluation), then the README timing (10 calls back to back, median of 20) for several
+TARGET_BLOCKS.
+"""
 import sys
+import time
 
 import mlx.core as mx
 
@@ -21,6 +29,19 @@ if "--once" in sys.argv:
     for _ in range(4):
         mx.eval(folio())
     sys.exit(0)
-for tb in (264, 528, 1056, 2112, 4224):
+mx.eval(folio())
+t = time.perf_counter()
+outs = [folio() for _ in range(200)]
+build_us = (time.perf_counter() - t) / 200 * 1e6
+t = time.perf_counter()
+mx.eval(outs)
+eval_us = (time.perf_counter() - t) / 200 * 1e6
+t = time.perf_counter()
+for _ in range(200):
+    mx.eval(mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))
+sdpa_us = (time.perf_counter() - t) / 200 * 1e6
+print(f"ctx {ctx}: host build {build_us:.1f} us/call, 200 calls evaluated together {eval_us:.1f} us/call, "
+      f"tiny SDPA with eval each {sdpa_us:.1f} us/call", flush=True)
+for tb in (132, 264, 528, 1056, 2112):
     kernels.TARGET_BLOCKS = tb
     print(f"ctx {ctx} target_blocks {tb}: {time_ms(folio):.4f} ms", flush=True)

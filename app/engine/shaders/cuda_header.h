@@ -34,8 +34,7 @@ FN uint pack_h2(float a, float b) { return h2_bits(__floats2half2_rn(a, b)); }
 // 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b: exact codes, one
 // fma. The 0x6400 exponent makes an integer into a half without a conversion instruction.
 FN uint dq_pair(uint codes, uint s2, uint b2) {
-  const __half2 k = __float2half2_rn(1024.0f);
-  return h2_bits(__hfma2(__hsub2(bits_h2(codes | 0x64006400u), k), bits_h2(s2), bits_h2(b2)));
+  return h2_bits(__hfma2(__hsub2(bits_h2(codes | 0x64006400u), bits_h2(0x64006400u)), bits_h2(s2), bits_h2(b2)));
 }
 // n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
 template <int N> FN void load_words(uint (&dst)[N], const uint32_t* p, long i) {
