@@ -24,6 +24,11 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
     python3 bench/kernel_probe.py 131072 --once > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
   grep -E "folio_decode|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Stall|Waves Per SM" "$OUT/ncu.txt" | head -60
 fi
+if [ "${LAYER:-0}" = 1 ]; then
+  SECONDS=0
+  timeout 150 python3 bench/layer_probe.py 32768,131072 > "$OUT/layer.txt" 2>&1; echo "layer probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  tail -6 "$OUT/layer.txt"
+fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
   timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} \
