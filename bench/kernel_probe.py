@@ -42,9 +42,9 @@ for _ in range(200):
 sdpa_us = (time.perf_counter() - t) / 200 * 1e6
 print(f"ctx {ctx}: host build {build_us:.1f} us/call, 200 calls evaluated together {eval_us:.1f} us/call, "
       f"tiny SDPA with eval each {sdpa_us:.1f} us/call", flush=True)
-default_nt = kernels.step_tokens
-for nt in (16, 32):
+for pf, nt in ((True, 16), (True, 32), (False, 16), (False, 32)):
+    kernels.PIPELINE = pf
     kernels.step_tokens = lambda head_dim, nt=nt: nt   # tokens per warp step (registers vs bytes in flight)
     for tb in (264, 528, 1056):
         kernels.TARGET_BLOCKS = tb
-        print(f"ctx {ctx} step_tokens {nt} target_blocks {tb}: {time_ms(folio):.4f} ms", flush=True)
+        print(f"ctx {ctx} pipeline {int(pf)} step_tokens {nt} target_blocks {tb}: {time_ms(folio):.4f} ms", flush=True)

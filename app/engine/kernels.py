@@ -21,6 +21,7 @@ GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
 TARGET_BLOCKS = 1056           # about eight blocks per SM on an H200 (132 SMs); see docs/kernels.md
+PIPELINE = True                # PF in decode_partial.body: load step i+1 while step i computes
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
 MAX_SPLITS = 1024              # decode_combine.body's threadgroup array of split weights
@@ -78,8 +79,9 @@ SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup me
 
 
 def step_tokens(head_dim: int) -> int:
-    """NT in the kernel body: tokens a warp loads per step (fewer at head_dim 256: registers)."""
-    return 16 if head_dim >= 256 else 32
+    """NT in the kernel body: tokens a warp loads per step. With PIPELINE two steps are in flight,
+    and 16 tokens keep a head_dim-128 block at 127 registers (four blocks per SM on an H200)."""
+    return 16
 
 
 def shared_bytes(head_dim: int, nw: int) -> int:
@@ -166,7 +168,7 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     o_part, ml_part = partial(
         inputs=[q, *k, *v, params, _floats(float(scale))],
         template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt)],
+                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE)],
         grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
         output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
         output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
@@ -291,7 +293,7 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
             ("vb", "float16", 4096, 4), ("params", "int32", 8, 1), ("scale", "float32", 1, 1)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt)]
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE)]
     partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1)],
