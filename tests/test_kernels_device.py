@@ -112,3 +112,26 @@ def test_gqa_above_eight_is_a_clear_error():
     kq = quantized(1, 1, 64, 128, 4, 64)
     with pytest.raises(kernels.KernelUnsupported, match="GQA ratio 16"):
         kernels.decode_attention(q, kq, kq, scale=1.0, length=64, k_bits=4, v_bits=4, k_group=64, v_group=64)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("rotate_q,center,rotate_out", [(True, True, True), (True, False, False), (False, True, True)])
+def test_rotation_and_centering_inside_the_kernels(head_dim, rotate_q, center, rotate_out):
+    # What the cache did before quantizing, undone inside the kernels: q rotated like the keys,
+    # V's mean added back and the output rotated back (app.engine.attention passes these flags).
+    B, n_kv, G, D, length = 1, 2, 4, head_dim, 3001
+    q = mx.random.normal((B, n_kv * G, 1, D)).astype(mx.float16)
+    kq, vq = quantized(B, n_kv, length, D, 4, 64), quantized(B, n_kv, length, D, 4, 64)
+    v_mean = mx.random.normal((B, n_kv, 1, D)) if center else None
+    args = dict(scale=D**-0.5, length=length, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    out = kernels.decode_attention(q, kq, vq, rotate_q=rotate_q, v_mean=v_mean, rotate_out=rotate_out, poison=True,
+                                   **args)
+    assert not mx.any(mx.isnan(out)).item(), "an output element was never written"
+    qr = mx.hadamard_transform(q.astype(mx.float32), scale=D**-0.5) if rotate_q else q
+    ref = dequantized_reference(qr, kq, vq, **args)
+    if center:
+        ref = (ref.reshape(B, n_kv, G, 1, D) + v_mean[:, :, None]).reshape(B, n_kv * G, 1, D)
+    if rotate_out:
+        ref = mx.hadamard_transform(ref, scale=D**-0.5)
+    err = rel_err(out, ref)
+    assert err < TOL, f"relative error {err:.2e}"

@@ -87,6 +87,7 @@ void simdgroup_multiply_accumulate(simdgroup_matrix<T, R, C>&, const simdgroup_m
                                    const simdgroup_matrix<U, R, C>&, const simdgroup_matrix<T, R, C>&);
 namespace metal {
 inline float exp2(float x) { return std::exp2(x); }
+inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
 template <typename T> T max(T a, T b) { return a > b ? a : b; }
 template <typename T> T min(T a, T b) { return a < b ? a : b; }
 }

@@ -316,10 +316,14 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
     global calls
     calls += 1
     k, v = kv.spec.k, kv.spec.v
-    if k.rotate:
-        queries = rotation.rotate(queries)
     kw = dict(scale=scale, length=kv.length, k_bits=k.bits, v_bits=v.bits, k_group=k.group, v_group=v.group,
               window=kv.window)
+    if queries.shape[2] == 1 and path() != "reference":
+        out = _fused_decode(queries, kv, **kw)
+        if out is not None:
+            return out
+    if k.rotate:
+        queries = rotation.rotate(queries)
     if queries.shape[2] == 1:
         out = decode_attention(queries, kv.k, kv.v, **kw)
     else:
@@ -328,6 +332,18 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
         restore = _restore_output(v.rotate, kv.v_mean is not None)
         return restore(out, kv.v_mean) if kv.v_mean is not None else restore(out)
     return _uncenter_unrotate(out, kv.v_mean, v.rotate)
+
+
+def _fused_decode(queries, kv: Compressed, **kw):
+    """The fused kernels with the query rotation and the output's un-centering and rotation back
+    inside them (two launches per layer in all), or None where they do not cover the shape."""
+    kernels = _kernels()
+    try:
+        return kernels.decode_attention(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
+                                        rotate_out=kv.spec.v.rotate, **kw)
+    except _unsupported(kernels) as e:
+        _say_fallback(str(e))
+        return None
 
 
 def _uncenter_unrotate(out, v_mean, rotate: bool):

@@ -20,6 +20,7 @@ BITS = (4, 8)
 GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
+COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
 TARGET_BLOCKS = 1056           # about eight blocks per SM on an H200 (132 SMs); see docs/kernels.md
 PIPELINE = True                # PF in decode_partial.body: load step i+1 while step i computes
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
@@ -141,12 +142,15 @@ def _check(q, k, v, k_bits, v_bits, k_group, v_group):
 
 
 def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
-                     poison: bool = False):
+                     rotate_q: bool = False, v_mean=None, rotate_out: bool = False, poison: bool = False):
     """Attention of one query token per head over the first `length` slots of a quantized cache.
 
     q: (B, n_heads, 1, head_dim); k, v: (packed, scales, biases) in mx.quantize's layout with shape
-    (B, n_kv_heads, T_alloc, ...). Returns (B, n_heads, 1, head_dim) in q.dtype. `poison` fills the
-    outputs with NaN before the kernels run (tests use it to prove every element is written).
+    (B, n_kv_heads, T_alloc, ...). Returns (B, n_heads, 1, head_dim) in q.dtype. What the cache did
+    before quantizing is undone inside the kernels: `rotate_q` rotates q by the cache's Hadamard
+    transform (keys stored rotated), `v_mean` (B, n_kv_heads, 1, head_dim) float32 is added back
+    and `rotate_out` rotates the output back (values stored centered and rotated). `poison` fills
+    the outputs with NaN before the kernels run (tests use it to prove every element is written).
     """
     backend = available()
     if backend is None:
@@ -168,15 +172,18 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     o_part, ml_part = partial(
         inputs=[q, *k, *v, params, _floats(float(scale))],
         template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE)],
+                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE),
+                  ("ROTQ", bool(rotate_q))],
         grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
         output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
         output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
     )
-    combine = _build("decode_combine", backend, ("o_part", "ml_part", "params"), ("out",))
+    combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",))
+    centered = v_mean is not None
     (out,) = combine(
-        inputs=[o_part, ml_part, _ints(splits, 0, 0, 0, 0, 0, 0, 0)],
-        template=[("T", q.dtype), ("D", D), ("P", COMBINE_PARTS)],
+        inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0),
+                (v_mean if v_mean.dtype == mx.float32 else v_mean.astype(mx.float32)) if centered else _floats(0.0)],
+        template=[("T", q.dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", bool(rotate_out))],
         grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
         output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
     )
@@ -281,7 +288,8 @@ def cuda_source(name, hdr, src, inputs, outputs, template) -> str:
     return "".join(out)
 
 
-def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16"):
+def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16",
+                   rotate: bool = True):
     """Both decode kernels' full source for one variant, assembled as MLX would for `backend`."""
     def assemble(kernel, inputs, outputs, tpl):
         name = mlx_kernel_name(backend, kernel_name(kernel, backend), inputs, outputs, tpl)
@@ -293,9 +301,11 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
             ("vb", "float16", 4096, 4), ("params", "int32", 8, 1), ("scale", "float32", 1, 1)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE)]
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate)]
     partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
     combine = assemble("decode_combine",
-                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1)],
-                       [("out", dtype)], [("T", dtype), ("D", D), ("P", COMBINE_PARTS)])
+                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),
+                        ("vmean", "float32", 4096, 4)],
+                       [("out", dtype)], [("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", rotate),
+                                          ("ROTO", rotate)])
     return partial, combine

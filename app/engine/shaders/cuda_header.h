@@ -16,11 +16,13 @@ typedef __half half_t;
 
 #define FN __device__ __forceinline__
 #define SHARED __shared__
+#define SHARED_PTR(T) T*                  // a pointer into shared memory
 #define BARRIER() __syncthreads()
 #define FINF (__int_as_float(0x7f800000))
 
 FN float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
 FN float fast_exp2(float x) { return exp2f(x); }
+FN float inv_sqrt(float x) { return rsqrtf(x); }
 FN float to_f32(float x) { return x; }
 FN float to_f32(__half x) { return __half2float(x); }
 FN float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -130,8 +132,9 @@ template <int KBITS> FN uint k_codes(const uint* w, int p) {
   return KBITS == 4 ? (w[p / PPW] >> (4 * (p % PPW))) & 0x000F000Fu : (w[p / PPW] >> (8 * (p % PPW))) & 0x00FF00FFu;
 }
 
-// Q^T fragments for the lane's head g (zeros for padded heads h >= G), in the K pair order.
-template <int D, int KBITS, typename T> FN void q_frag_load(QFrag<D>& qf, Lane l, const T* qh, int G) {
+// Q^T fragments for the lane's head g (zeros for padded heads h >= G), in the K pair order, from
+// the block's queries staged in shared memory (qh[h * D + dim], fp32).
+template <int D, int KBITS> FN void q_frag_load(QFrag<D>& qf, Lane l, const float* qh, int G) {
 #pragma unroll
   for (int s = 0; s < D / 16; ++s)
 #pragma unroll
@@ -139,8 +142,8 @@ template <int D, int KBITS, typename T> FN void q_frag_load(QFrag<D>& qf, Lane l
       const int p = 2 * s + h;
       float a = 0.0f, b = 0.0f;
       if (l.g < G) {
-        a = to_f32(qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 0, D)]);
-        b = to_f32(qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 1, D)]);
+        a = qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 0, D)];
+        b = qh[l.g * D + k_pair_dim<KBITS>(l.t, p, 1, D)];
       }
       qf.r[s][h] = pack_h2(a, b);
     }

@@ -17,11 +17,13 @@ typedef half half_t;
 
 #define FN inline
 #define SHARED threadgroup
+#define SHARED_PTR(T) threadgroup T*
 #define BARRIER() threadgroup_barrier(mem_flags::mem_threadgroup)
 #define FINF (as_type<float>(0x7f800000u))
 
 FN float shfl_xor(float v, ushort mask) { return simd_shuffle_xor(v, mask); }
 FN float fast_exp2(float x) { return metal::exp2(x); }
+FN float inv_sqrt(float x) { return metal::rsqrt(x); }
 FN float to_f32(float x) { return x; }
 FN float to_f32(half x) { return float(x); }
 FN float to_f32(bfloat16_t x) { return float(x); }
@@ -106,12 +108,12 @@ template <int KBITS> FN uint k_codes(thread const uint* w, int p) {
 }
 
 // Q^T fragments: row fm of k-step s is pair s, element fm%2, of the lane quarter fm/2; columns are
-// heads fn and fn+1 (zeros for padded heads h >= G).
-template <int D, int KBITS, typename T> FN void q_frag_load(thread QFrag<D>& qf, Lane l, const device T* qh, int G) {
+// heads fn and fn+1 (zeros for padded heads h >= G); from the queries staged in threadgroup memory.
+template <int D, int KBITS> FN void q_frag_load(thread QFrag<D>& qf, Lane l, const threadgroup float* qh, int G) {
   for (int s = 0; s < D / 8; ++s) {
     const int dim = k_pair_dim<KBITS>(l.fm / 2, s, l.fm % 2, D);
     for (int e = 0; e < 2; ++e)
-      qf.r[s].thread_elements()[e] = l.fn + e < G ? half(to_f32(qh[(l.fn + e) * D + dim])) : half(0.0f);
+      qf.r[s].thread_elements()[e] = l.fn + e < G ? half(qh[(l.fn + e) * D + dim]) : half(0.0f);
   }
 }
 
