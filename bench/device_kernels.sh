@@ -31,7 +31,7 @@ if [ "${LAYER:-0}" = 1 ]; then
 fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
-  timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} \
+  timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} --modes ${E2E_MODES:-mlx-lm-fp16,folio-int4} \
     --decode 48 --budget-s 60 --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 fi
 tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8

@@ -19,6 +19,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
+DEFAULT_BLOCKS = None
 LLAMA_31_8B = {
     "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
     "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "vocab_size": 128256,
@@ -86,24 +87,38 @@ def run_decode_only(loaded, caches, context, decode) -> dict:
             "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False, "filled_directly": True}
 
 
+def caches_for(loaded, mode: str):
+    """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks)."""
+    from app.engine import kernels, kvcache
+
+    if mode == "mlx-lm-fp16":
+        return make_prompt_cache(loaded.model)
+    _, _, blocks = mode.partition("@")
+    kernels.TARGET_BLOCKS = int(blocks) if blocks else DEFAULT_BLOCKS
+    return kvcache.make_cache(loaded, "int4")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", default="32768")
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--budget-s", type=float, default=150.0, help="stop a prefill that runs longer than this")
-    p.add_argument("--modes", default="mlx-lm-fp16,folio-int4")
+    p.add_argument("--modes", default="mlx-lm-fp16,folio-int4",
+                   help="folio-int4@N runs the int4 cache with the kernel's TARGET_BLOCKS set to N")
     p.add_argument("--fill-contexts", default="", help="decode-only contexts: caches filled directly, no prefill")
     p.add_argument("--json")
     args = p.parse_args()
 
-    from app.engine import attention, kvcache
+    global DEFAULT_BLOCKS
+    from app.engine import attention, kernels
 
+    DEFAULT_BLOCKS = kernels.TARGET_BLOCKS
     loaded = build()
     rows = []
     for context in [int(c) for c in args.contexts.split(",") if c]:
         for mode in args.modes.split(","):
-            caches = make_prompt_cache(loaded.model) if mode == "mlx-lm-fp16" else kvcache.make_cache(loaded, "int4")
+            caches = caches_for(loaded, mode)
             row = {"context": context, "mode": mode, **run_one(loaded, caches, context, args.decode, args.chunk,
                                                                 args.budget_s)}
             if mode != "mlx-lm-fp16":
@@ -114,7 +129,7 @@ def main():
             mx.clear_cache()
     for context in [int(c) for c in args.fill_contexts.split(",") if c]:
         for mode in args.modes.split(","):
-            caches = make_prompt_cache(loaded.model) if mode == "mlx-lm-fp16" else kvcache.make_cache(loaded, "int4")
+            caches = caches_for(loaded, mode)
             row = {"context": context, "mode": mode, **run_decode_only(loaded, caches, context, args.decode)}
             rows.append(row)
             print(json.dumps(row), flush=True)
