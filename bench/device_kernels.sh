@@ -9,14 +9,16 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import mlx.core as mx, mlx_lm; print(mx.__version__, mlx_lm.__version__, mx.default_device())' | tee -a "$OUT/gpu.txt"
 SECONDS=0
-timeout ${TEST_S:-170} python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py} \
+[ "${TESTS:-}" = none ] || timeout ${TEST_S:-170} python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py} \
   > "$OUT/test.log" 2>&1; echo "tests rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 SECONDS=0
-timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \
+[ "${BENCH:-1}" = 1 ] && timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \
   --head-dim 128 --json > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
-SECONDS=0
-timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
-timeout 30 python3 bench/kernel_probe.py 32768 >> "$OUT/probe.txt" 2>&1; echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+if [ "${PROBE:-1}" = 1 ]; then
+  SECONDS=0
+  timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
+  timeout 30 python3 bench/kernel_probe.py 32768 >> "$OUT/probe.txt" 2>&1; echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+fi
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   SECONDS=0
   timeout 120 ncu -k regex:folio_decode --launch-skip 2 --launch-count 4 --section SpeedOfLight --section Occupancy \
@@ -35,7 +37,7 @@ if [ "${E2E:-1}" = 1 ]; then
     --decode 48 --budget-s 60 --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 fi
 tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8
-cat "$OUT/probe.txt" | tail -12
+tail -12 "$OUT/probe.txt" 2>/dev/null
 tail -8 "$OUT/e2e.log" 2>/dev/null
 python3 - "$OUT/bench.json" <<'PY'
 import json, sys
