@@ -187,24 +187,3 @@ def test_attention_bench_refuses_a_missing_backend(capsys):
     wanted = "metal" if attention.kernel_backend() != "metal" else "cuda"
     args = build_parser().parse_args(["bench", "attention", "--backend", wanted])
     assert bench.run(args) == 2 and f"No {wanted} kernel" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
-@pytest.mark.parametrize("window", [None, 40])
-def test_prefill_with_half_matmuls(dtype, window, fresh_seed, monkeypatch):
-    """The GPU setting: fp16 products (fp32 softmax state), also for bf16 queries, stay within
-    fp16 rounding of fp32 attention over the dequantized cache."""
-    monkeypatch.setattr(attention, "HALF_MATMULS", True)
-    monkeypatch.setattr(attention, "PREFILL_SCORE_BYTES", 4096)
-    Hkv, D, L, length = 2, 128, 50, 300
-    q4 = Quant(4, 64)
-    k, v = _cache(1, Hkv, length, D, q4), _cache(1, Hkv, length, D, q4)
-    fresh = (mx.random.normal((1, Hkv, L, D)).astype(dtype), mx.random.normal((1, Hkv, L, D)).astype(dtype))
-    q = (mx.random.normal((1, Hkv * 4, L, D)) * 2).astype(dtype)
-    kw = dict(scale=D**-0.5, length=length, k_bits=4, v_bits=4, k_group=64, v_group=64, window=window)
-    out = attention.reference_prefill_attention(q, k, v, fresh=fresh, **kw)
-    assert out.dtype == dtype
-    ref = _oracle(q, k, v, q4, q4, D**-0.5, length, window, tuple(a.astype(mx.float32) for a in fresh))
-    err = mx.abs(out.astype(mx.float32) - ref).max().item()
-    tol = 1e-2 * max(1.0, mx.abs(ref).max().item())
-    assert err <= tol, f"max error {err} > {tol} (seed {fresh_seed})"

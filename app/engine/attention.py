@@ -39,11 +39,6 @@ PREFILL_SCORE_BYTES = 4 * 2**20
 UNPACK_ROWS = 32
 # Evaluate the softmax state after each prefill block (False: MLX schedules all blocks at once).
 EVAL_BLOCKS = True
-# Matrix products of the unpacked path (prefill) in float16 on a GPU, for its matrix units: the
-# cache's scales are fp16 already, products accumulate in fp32, the softmax state stays fp32; fp16
-# even for bf16 queries, whose 8-bit mantissa would round the scores 8x coarser. None = on a GPU
-# only (CPUs have no fast fp16 matmul); True/False to force (tests).
-HALF_MATMULS = None
 # Decode runs through mx.compile'd steps (one trace per variant): the same arithmetic in fewer
 # dispatched ops. False takes the plain-ops path (tests compare the two).
 COMPILE = True
@@ -74,10 +69,8 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
     Hkv = k[0].shape[1]
     R = Hq // Hkv
     f32 = mx.float32
-    mm = _matmul_dtype(q.dtype)
     # GQA without copies: the R query heads sharing a KV head become R*L rows against it.
     x = (q.astype(f32) * scale).reshape(B, Hkv, R * L, D)
-    xm = x.astype(mm)
     first = length - L  # position of the first query
     lo = 0 if window is None else max(0, first - window + 1)
     stop = first if fresh is not None else length
@@ -107,42 +100,26 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
     if unpack is None:
         unpack = R * L >= UNPACK_ROWS
     for j0, j1 in _blocks(lo, stop, block):
+        kb, vb = _slice(k, j0, j1, f32), _slice(v, j0, j1, f32)
         if unpack:
-            kb, vb = _slice(k, j0, j1, mm), _slice(v, j0, j1, mm)
             kd = mx.dequantize(*kb, group_size=k_group, bits=k_bits)
             vd = mx.dequantize(*vb, group_size=v_group, bits=v_bits)
-            run = fold(run, _mm(xm, kd.swapaxes(-1, -2)), j0, j1, lambda p, vd=vd: _mm(p.astype(mm), vd))
+            run = fold(run, x @ kd.swapaxes(-1, -2), j0, j1, lambda p, vd=vd: p @ vd)
             if EVAL_BLOCKS and (j1 < stop or fresh is not None):
                 # MLX would otherwise schedule every block's scores before folding any of them
                 # (after the last block there is nothing left to schedule: no sync needed).
                 mx.eval(run)
         else:
-            kb, vb = _slice(k, j0, j1, f32), _slice(v, j0, j1, f32)
             s = mx.quantized_matmul(x, *kb, transpose=True, group_size=k_group, bits=k_bits)
             run = fold(run, s, j0, j1,
                        lambda p, vb=vb: mx.quantized_matmul(p, *vb, transpose=False, group_size=v_group, bits=v_bits))
     if fresh is not None:
-        kf, vf = (a.astype(mm) for a in fresh)
-        run = fold(run, _mm(xm, kf.swapaxes(-1, -2)), first, length, lambda p: _mm(p.astype(mm), vf))
+        kf, vf = (a.astype(f32) for a in fresh)
+        run = fold(run, x @ kf.swapaxes(-1, -2), first, length, lambda p: p @ vf)
     if run is None:
         raise ValueError("attention over an empty cache")
     _, l, acc = run
     return (acc / l).reshape(B, Hq, L, D).astype(q.dtype)
-
-
-def _on_gpu() -> bool:
-    return mx.default_device() == mx.gpu
-
-
-def _matmul_dtype(dtype):
-    half = HALF_MATMULS if HALF_MATMULS is not None else _on_gpu()
-    return mx.float16 if half and dtype in (mx.float16, mx.bfloat16) else mx.float32
-
-
-def _mm(a, b):
-    """a @ b with an fp32 result (a half-precision product accumulates in fp32 on the GPU)."""
-    out = a @ b
-    return out if out.dtype == mx.float32 else out.astype(mx.float32)
 
 
 def _qmm_fails_here() -> bool:
