@@ -12,6 +12,7 @@ import types
 import mlx.core as mx
 import pytest
 
+import app.engine
 from app.engine import attention, layout, rotation
 from app.engine.layout import LayerSpec, Quant
 from app.engine.policy import INT4
@@ -39,7 +40,9 @@ def fused(monkeypatch):
         return contract(*a, **kw)
 
     fake.decode_attention = decode
+    # `from app.engine import kernels` reads the package attribute first, sys.modules second.
     monkeypatch.setitem(sys.modules, "app.engine.kernels", fake)
+    monkeypatch.setattr(app.engine, "kernels", fake, raising=False)
     attention.force_reference(False)
     yield fake
     attention.force_reference(None)
