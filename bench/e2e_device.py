@@ -107,6 +107,9 @@ def main():
     p.add_argument("--modes", default="mlx-lm-fp16,folio-int4",
                    help="folio-int4@N runs the int4 cache with the kernel's TARGET_BLOCKS set to N")
     p.add_argument("--fill-contexts", default="", help="decode-only contexts: caches filled directly, no prefill")
+    p.add_argument("--warmup", type=int, default=4096,
+                   help="tokens prefilled and decoded per mode before any timing (0: none): MLX compiles each "
+                        "kernel on first use, and a cold first row once made fp16 prefill look 10x slower")
     p.add_argument("--json")
     args = p.parse_args()
 
@@ -115,6 +118,10 @@ def main():
 
     DEFAULT_BLOCKS = kernels.TARGET_BLOCKS
     loaded = build()
+    if args.warmup:
+        for mode in args.modes.split(","):
+            run_one(loaded, caches_for(loaded, mode), args.warmup, 4, args.chunk, args.budget_s)
+            mx.clear_cache()
     rows = []
     for context in [int(c) for c in args.contexts.split(",") if c]:
         for mode in args.modes.split(","):
