@@ -299,13 +299,22 @@ def _fake_kernels(monkeypatch, decode):
 
 
 def test_kernel_check_passes_a_correct_kernel(monkeypatch):
-    _fake_kernels(monkeypatch, selftest.dequantized_attention)
+    _fake_kernels(monkeypatch, selftest.undo_transforms(selftest.dequantized_attention))
     assert selftest.check_attention().startswith("metal kernel matches")
+
+
+def test_kernel_check_catches_a_kernel_that_ignores_the_transforms(monkeypatch):
+    def no_transforms(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, **kw):
+        return selftest.dequantized_attention(q, k, v, **kw)
+
+    _fake_kernels(monkeypatch, no_transforms)
+    with pytest.raises(selftest.CheckFailed, match="rotated, centered cache"):
+        selftest.check_attention()
 
 
 def test_kernel_check_catches_a_wrong_kernel(monkeypatch):
     def off_by_a_bit(q, k, v, **kw):
-        return selftest.dequantized_attention(q, k, v, **kw) * 1.05
+        return selftest.undo_transforms(selftest.dequantized_attention)(q, k, v, **kw) * 1.05
 
     _fake_kernels(monkeypatch, off_by_a_bit)
     [result] = selftest.run_checks([("attention", selftest.check_attention)])
@@ -314,7 +323,7 @@ def test_kernel_check_catches_a_wrong_kernel(monkeypatch):
 
 def test_kernel_check_catches_reads_past_length(monkeypatch):
     def reads_every_slot(q, k, v, *, length, **kw):
-        return selftest.dequantized_attention(q, k, v, length=k[0].shape[2], **kw)
+        return selftest.undo_transforms(selftest.dequantized_attention)(q, k, v, length=k[0].shape[2], **kw)
 
     _fake_kernels(monkeypatch, reads_every_slot)
     with pytest.raises(selftest.CheckFailed, match="relative error"):
