@@ -187,3 +187,41 @@ def test_attention_bench_refuses_a_missing_backend(capsys):
     wanted = "metal" if attention.kernel_backend() != "metal" else "cuda"
     args = build_parser().parse_args(["bench", "attention", "--backend", wanted])
     assert bench.run(args) == 2 and f"No {wanted} kernel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ratio", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("L,length,window,with_fresh", [(5, 5, None, False), (33, 517, None, False),
+                                                        (50, 300, None, True), (130, 401, 64, False),
+                                                        (77, 77, 16, True), (40, 300, 40, True)])
+def test_gpu_prefill_path_matches_the_oracle(ratio, head_dim, L, length, window, with_fresh, fresh_seed):
+    """The GPU prefill (past dequantized once, fused SDPA) keeps the reference's contract: causal
+    and window masks across the compressed past and the exact chunk."""
+    Hkv = 2
+    qk, qv = Quant(4, 32), Quant(8, 64)
+    k, v = _cache(1, Hkv, length, head_dim, qk, slack=9), _cache(1, Hkv, length, head_dim, qv, slack=9)
+    fresh = (mx.random.normal((1, Hkv, L, head_dim)), mx.random.normal((1, Hkv, L, head_dim))) if with_fresh else None
+    q = mx.random.normal((1, Hkv * ratio, L, head_dim))
+    kw = dict(scale=head_dim**-0.5, length=length, k_bits=4, v_bits=8, k_group=32, v_group=64, window=window)
+    out = attention.sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
+    _check(out, _oracle(q, k, v, qk, qv, head_dim**-0.5, length, window, fresh), fresh_seed)
+
+
+def test_prefill_takes_the_gpu_path_only_where_it_fits(monkeypatch):
+    taken = []
+    monkeypatch.setattr(attention, "path", lambda: "metal")
+    monkeypatch.setattr(attention, "sdpa_prefill_attention", lambda *a, **kw: taken.append("sdpa") or "sdpa")
+    monkeypatch.setattr(attention, "reference_prefill_attention", lambda *a, **kw: taken.append("ref") or "ref")
+    q4 = Quant(4, 64)
+    k = _cache(1, 2, 1000, 128, q4)
+    q = mx.zeros((1, 8, 100, 128), dtype=mx.float16)
+    kw = dict(scale=0.1, length=1000, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    assert attention.prefill_attention(q, k, k, **kw) == "sdpa"
+    # 2 (K and V) x 2 KV heads x 1000 visible slots x 128 x 2 bytes
+    assert attention.sdpa_prefill_bytes(q, k, **kw) == 2 * 2 * 1000 * 128 * 2
+    monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 2 * 2 * 1000 * 128 * 2 - 1)
+    assert attention.prefill_attention(q, k, k, **kw) == "ref"
+    monkeypatch.setattr(attention, "path", lambda: "reference")  # forced reference or no GPU
+    monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 1 << 30)
+    assert attention.prefill_attention(q, k, k, **kw) == "ref"
+    assert taken == ["sdpa", "ref", "ref"]

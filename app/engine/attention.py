@@ -11,11 +11,13 @@ mlx-lm moves it, and tests/test_attention_reference.py runs it.
 The reference walks the cache in blocks with an online softmax (fp32). Decode scores each block
 with `mx.quantized_matmul` straight on the packed codes; prefill unpacks one block at a time for
 a plain matmul. No fp16 K or V of the context is ever materialized, and peak memory stays a few
-blocks above the cache itself. docs/kv-cache.md has the layout, the seam and the measurements.
+blocks above the cache itself. On a GPU, decode runs the fused kernels, and a prefill chunk
+dequantizes the past it sees once (a bounded transient copy for one layer) for MLX's fused SDPA,
+the blocked reference being launch- and sync-bound there. docs/kv-cache.md has the layout, the
+seam and the measurements.
 """
 
 import functools
-import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -279,16 +281,67 @@ def decode_attention(q, k, v, **kw):
 
 
 def prefill_attention(q, k, v, fresh=None, **kw):
-    kernels = _kernels()
-    if path() != "reference" and hasattr(kernels, "prefill_attention"):
-        try:
-            if fresh is None:
-                return kernels.prefill_attention(q, k, v, **kw)
-            if "fresh" in inspect.signature(kernels.prefill_attention).parameters:
-                return kernels.prefill_attention(q, k, v, fresh=fresh, **kw)
-        except _unsupported(kernels) as e:
-            _say_fallback(str(e))
+    """A prefill chunk's attention: on a GPU (the fused-kernel path, not forced to the reference)
+    the visible past is dequantized once and handed to MLX's fused SDPA when that transient copy
+    fits PREFILL_SDPA_BYTES; else, and on the CPU, the blocked reference."""
+    if path() != "reference" and sdpa_prefill_bytes(q, k, fresh=fresh, **kw) <= PREFILL_SDPA_BYTES:
+        return sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
+
+
+# The GPU prefill's transient fp16 copies of one layer's visible past (K and V, and their
+# concatenation with the chunk), at most: 1 GiB holds a 128K-token past of a Llama-3.1-70B layer
+# (8 KV heads x 128). The resident cache stays compressed; the copies live for one layer's attention.
+PREFILL_SDPA_BYTES = 1 << 30
+
+
+def _visible(length: int, L: int, window, fresh) -> tuple[int, int]:
+    """[lo, stop): the cache slots a chunk of L queries ending at `length` reads compressed."""
+    first = length - L
+    lo = 0 if window is None else max(0, first - window + 1)
+    return lo, (first if fresh is not None else length)
+
+
+def _sdpa_dtype(dtype):
+    return dtype if dtype in (mx.float16, mx.bfloat16) else mx.float32
+
+
+def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **_) -> int:
+    B, _, L, D = q.shape
+    lo, stop = _visible(length, L, window, fresh)
+    copies = 2 if fresh is not None and stop > lo else 1  # the dequantized past, then past + chunk
+    return copies * 2 * B * k[0].shape[1] * (length - lo) * D * _sdpa_dtype(q.dtype).size
+
+
+def sdpa_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None):
+    """Same contract as `reference_prefill_attention`, for a GPU: the visible past dequantized in
+    the queries' dtype (one op per K and V), the chunk's exact K/V appended, then one call of
+    mx.fast.scaled_dot_product_attention (fused: no score matrix in memory), which for a prefill is
+    compute-bound anyway, so reading the past in fp16 costs little next to the products."""
+    B, Hq, L, D = q.shape
+    dt = _sdpa_dtype(q.dtype)
+    lo, stop = _visible(length, L, window, fresh)
+    parts_k, parts_v = [], []
+    if stop > lo:
+        kp, ks, kb = (a[:, :, lo:stop] for a in k)
+        vp, vs, vb = (a[:, :, lo:stop] for a in v)
+        parts_k.append(mx.dequantize(kp, ks.astype(dt), kb.astype(dt), group_size=k_group, bits=k_bits))
+        parts_v.append(mx.dequantize(vp, vs.astype(dt), vb.astype(dt), group_size=v_group, bits=v_bits))
+    if fresh is not None:
+        parts_k.append(fresh[0].astype(dt))
+        parts_v.append(fresh[1].astype(dt))
+    keys = parts_k[0] if len(parts_k) == 1 else mx.concatenate(parts_k, axis=2)
+    values = parts_v[0] if len(parts_v) == 1 else mx.concatenate(parts_v, axis=2)
+    # Keys cover positions [lo, length), queries [length - L, length): MLX's "causal" aligns the
+    # last query with the last key, which is exactly this. A window needs its explicit band.
+    if window is None:
+        mask = "causal" if L > 1 else None
+    else:
+        qpos = mx.arange(length - L, length)[:, None]
+        kpos = mx.arange(lo, length)[None]
+        mask = (kpos <= qpos) & (kpos > qpos - window)
+    out = mx.fast.scaled_dot_product_attention(q.astype(dt), keys, values, scale=scale, mask=mask)
+    return out.astype(q.dtype)
 
 
 # -- what a Folio cache hands to attention -------------------------------------------------------
