@@ -216,6 +216,8 @@ def test_prefill_takes_the_gpu_path_only_where_it_fits(monkeypatch):
     k = _cache(1, 2, 1000, 128, q4)
     q = mx.zeros((1, 8, 100, 128), dtype=mx.float16)
     kw = dict(scale=0.1, length=1000, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    assert 0 < attention.sdpa_prefill_budget() <= 1 << 30  # a share of this machine's memory
+    monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 1 << 30)
     assert attention.prefill_attention(q, k, k, **kw) == "sdpa"
     # 2 (K and V) x 2 KV heads x 1000 visible slots x 128 x 2 bytes
     assert attention.sdpa_prefill_bytes(q, k, **kw) == 2 * 2 * 1000 * 128 * 2

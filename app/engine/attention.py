@@ -284,15 +284,30 @@ def prefill_attention(q, k, v, fresh=None, **kw):
     """A prefill chunk's attention: on a GPU (the fused-kernel path, not forced to the reference)
     the visible past is dequantized once and handed to MLX's fused SDPA when that transient copy
     fits PREFILL_SDPA_BYTES; else, and on the CPU, the blocked reference."""
-    if path() != "reference" and sdpa_prefill_bytes(q, k, fresh=fresh, **kw) <= PREFILL_SDPA_BYTES:
+    if path() != "reference" and sdpa_prefill_bytes(q, k, fresh=fresh, **kw) <= sdpa_prefill_budget():
         return sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
 
 
 # The GPU prefill's transient fp16 copies of one layer's visible past (K and V, and their
-# concatenation with the chunk), at most: 1 GiB holds a 128K-token past of a Llama-3.1-70B layer
-# (8 KV heads x 128). The resident cache stays compressed; the copies live for one layer's attention.
-PREFILL_SDPA_BYTES = 1 << 30
+# concatenation with the chunk), at most: None = a 64th of the memory budget, up to 1 GiB (a
+# 128K-token past of a Llama-3.1-70B layer, 8 KV heads x 128), so the copies stay well inside the
+# headroom memory.py keeps for activations. The resident cache stays compressed; the copies live
+# for one layer's attention. An int sets it (tests).
+PREFILL_SDPA_BYTES = None
+
+
+def sdpa_prefill_budget() -> int:
+    if PREFILL_SDPA_BYTES is not None:
+        return PREFILL_SDPA_BYTES
+    return _memory_share()
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_share() -> int:
+    from app.engine import memory
+
+    return min(1 << 30, memory.budget_bytes() // 64)
 
 
 def _visible(length: int, L: int, window, fresh) -> tuple[int, int]:
