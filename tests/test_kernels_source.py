@@ -193,7 +193,7 @@ def test_kernel_names_change_with_the_source():
 @pytest.mark.parametrize("head_dim,gqa", [(64, 1), (128, 8), (256, 4)])
 def test_split_plan_covers_every_token_once(n, head_dim, gqa):
     nw, nt = kernels.warps_per_block(head_dim, "cuda"), kernels.step_tokens(head_dim)
-    splits, chunk = kernels.split_plan(n, 8 * gqa, nw, nt)
+    splits, chunk = kernels.split_plan(n, 8, nw, nt)
     assert chunk % (nw * nt) == 0
     assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, nothing left over
     assert splits <= kernels.MAX_SPLITS
