@@ -19,13 +19,16 @@ def add_arguments(p):
     s = sub.add_parser("search", help="search the Hugging Face Hub for MLX models")
     s.add_argument("query")
     s.add_argument("--limit", type=int, default=20)
+    ft = sub.add_parser("fit", help="will a Hub model fit here? asks the Hub for its size and config, downloads nothing")
+    ft.add_argument("repo_id", help="e.g. mlx-community/Qwen3-8B-4bit")
+    ft.add_argument("--context", type=int, default=None, help="context for the estimate (default: the model's maximum)")
     pl = sub.add_parser("pull", help="download a model (resumes an unfinished download); Ctrl-C pauses")
     pl.add_argument("repo_id", help="e.g. mlx-community/Qwen3-8B-4bit")
     rm = sub.add_parser("rm", help="delete a downloaded model, forget an imported one, or drop an unfinished download")
     rm.add_argument("name", help="repo id, or the imported folder")
     im = sub.add_parser("import", help="add a local model folder (checked: config, weights, tokenizer)")
     im.add_argument("folder")
-    for q in (ls, s, pl, rm, im):
+    for q in (ls, s, ft, pl, rm, im):
         q.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -100,6 +103,22 @@ def _search(args) -> int:
     return 0
 
 
+def _fit_remote(args) -> int:
+    from app.hub import fit, search
+    from app.bench.common import table
+
+    config, weights = search.details(args.repo_id)
+    est = fit.estimate(config, weights, context=args.context)
+    if args.json:
+        print(json.dumps({"repo_id": args.repo_id, "weights_bytes": weights, "fit": est.as_dict()}, indent=2))
+        return 0
+    print(f"{args.repo_id}: {fmt(weights)} of weights; at {est.context:,} tokens, against "
+          f"{fmt(est.budget_bytes)} usable here: {est.summary()}.")
+    print(table(["KV cache", "memory needed", "verdict", "longest context that fits"],
+                [[m.mode, fmt(m.need_bytes), m.verdict, f"{m.max_context:,}"] for m in est.modes]))
+    return 0
+
+
 def _pull(args) -> int:
     from app.hub import download
 
@@ -146,4 +165,4 @@ def _import(args) -> int:
     return 0
 
 
-ACTIONS = {"list": _list, "search": _search, "pull": _pull, "rm": _rm, "import": _import}
+ACTIONS = {"list": _list, "search": _search, "fit": _fit_remote, "pull": _pull, "rm": _rm, "import": _import}

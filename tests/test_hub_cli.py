@@ -46,6 +46,42 @@ def test_search_pull_list_rm(hub, capsys):
     assert "No models installed" in out
 
 
+def test_fit_of_a_hub_model_downloads_nothing(hub, capsys, model_dir):
+    rc, out, _ = folio(capsys, "fit", REPO, "--context", "2048", "--json")
+    r = json.loads(out)
+    assert rc == 0 and r["weights_bytes"] == sum(f.stat().st_size for f in model_dir("llama").glob("model*.safetensors"))
+    assert [m["mode"] for m in r["fit"]["modes"]] == ["fp16", "int4", "auto"] and r["fit"]["context"] == 2048
+    rc, out, _ = folio(capsys, "fit", REPO)
+    assert rc == 0 and REPO in out and "fits" in out
+    rc, out, _ = folio(capsys, "list", "--json")
+    assert json.loads(out)["installed"] == []  # nothing was downloaded
+    rc, _, err = folio(capsys, "fit", "mlx-community/missing")
+    assert rc == 1 and "There is no model mlx-community/missing" in err
+
+
+def test_fit_refuses_a_repo_that_is_not_an_mlx_model(capsys, monkeypatch, tmp_path):
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF" + bytes(64))
+    (folder / "README.md").write_text("not mlx")
+    with HubServer({"someone/a-gguf": folder}) as server:
+        point_hub_at(monkeypatch, server)
+        rc, _, err = folio(capsys, "fit", "someone/a-gguf")
+    assert rc == 1 and "not a model Folio can run" in err
+
+
+def test_fit_says_so_when_config_json_is_broken(capsys, monkeypatch, tmp_path, model_dir):
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(model_dir("llama"), folder)
+    (folder / "config.json").write_text("{not json")
+    with HubServer({"someone/broken": folder}) as server:
+        point_hub_at(monkeypatch, server)
+        rc, _, err = folio(capsys, "fit", "someone/broken")
+    assert rc == 1 and "config.json is not valid JSON" in err
+
+
 def test_errors_are_one_line(hub, capsys, monkeypatch, tmp_path):
     rc, _, err = folio(capsys, "pull", "mlx-community/missing")
     assert rc == 1 and err.strip() == "folio: There is no model mlx-community/missing on the Hub (or it is private)."

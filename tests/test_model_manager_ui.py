@@ -76,6 +76,21 @@ def test_search_download_use_delete(window, qtbot, hub, monkeypatch):
     assert "freed" in w.status.text()
 
 
+def test_a_search_result_gets_a_fit_estimate_before_download(window, qtbot, hub, model_dir):
+    w = window()
+    w.search("tiny")
+    qtbot.waitUntil(lambda: w.search_table.rowCount() == 1, timeout=10_000)
+    w.search_table.selectRow(0)
+    qtbot.waitUntil(lambda: w.fit_table.rowCount() == 3, timeout=20_000)
+    weights = sum(f.stat().st_size for f in model_dir("llama").glob("model*.safetensors"))
+    from app.units import fmt
+
+    assert REPO in w.fit_title.text() and fmt(weights) in w.fit_title.text()
+    assert rows(w.fit_table, 2)[1] in ("fits", "tight", "won't fit")
+    assert w.installed_table.rowCount() == 0  # nothing was downloaded
+    qtbot.waitUntil(lambda: not w.busy(), timeout=10_000)
+
+
 def test_pause_survives_a_restart_and_resumes(window, qtbot, hub):
     hub.throttle = 0.003
     w = window()

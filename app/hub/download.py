@@ -183,6 +183,12 @@ def _have(blobs: Path, f: RemoteFile) -> int:
     return min(part.stat().st_size, f.size) if part.exists() else 0
 
 
+def require_runnable(repo_id: str, names) -> None:
+    """Refuse a repository without the files an MLX model folder needs, before any download."""
+    if "config.json" not in names or not any(fnmatch(n, "model*.safetensors") for n in names):
+        raise HubError(f"{repo_id} is not a model Folio can run: it has no config.json and model*.safetensors (MLX format).")
+
+
 def plan(repo_id: str) -> Plan:
     """Ask the Hub which files the model has, their sizes, hashes and where to fetch them."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -191,9 +197,7 @@ def plan(repo_id: str) -> Plan:
     with net.talking_to_hub(f"looking up {repo_id}", repo_id):
         info = net.api().model_info(repo_id, files_metadata=True, timeout=net.READ_TIMEOUT)
     siblings = [s for s in info.siblings or [] if wanted(s.rfilename)]
-    names = {s.rfilename for s in siblings}
-    if "config.json" not in names or not any(fnmatch(n, "model*.safetensors") for n in names):
-        raise HubError(f"{repo_id} is not a model Folio can run: it has no config.json and model*.safetensors (MLX format).")
+    require_runnable(repo_id, {s.rfilename for s in siblings})
     files = []
     for s in siblings:
         url = hf_hub_url(repo_id, s.rfilename, revision=info.sha, endpoint=net.endpoint())

@@ -5,8 +5,10 @@ offline, so the request is made here through its session and parsed by its Model
 """
 
 from dataclasses import dataclass
+from fnmatch import fnmatch
 
 from app.hub import net
+from app.hub.errors import HubError
 
 
 @dataclass
@@ -51,3 +53,29 @@ def search(query: str, limit: int = 25) -> list[Result]:
             info.pipeline_tag or "", _quantization(tags), bool(info.gated),
         ))
     return out
+
+
+def details(repo_id: str) -> tuple[dict, int]:
+    """(config.json, bytes of weights) of a Hub model, so a search result gets a fit estimate
+    before anything is downloaded: two small requests (the file list with sizes, the config)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    from app.hub.download import require_runnable
+
+    net.ensure_online()
+    with net.talking_to_hub(f"looking up {repo_id}", repo_id):
+        info = net.api().model_info(repo_id, files_metadata=True, timeout=net.READ_TIMEOUT)
+        siblings = info.siblings or []
+        require_runnable(repo_id, {s.rfilename for s in siblings})
+        weights = sum(s.size or 0 for s in siblings if fnmatch(s.rfilename, "model*.safetensors"))
+        url = hf_hub_url(repo_id, "config.json", revision=info.sha, endpoint=net.endpoint())
+        r = get_session().get(url, headers=build_hf_headers(), timeout=net.timeout())
+        hf_raise_for_status(r)
+    try:
+        config = r.json()
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise HubError(f"{repo_id}'s config.json is not valid JSON; Folio cannot tell whether it fits.")
+    return config, weights

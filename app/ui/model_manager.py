@@ -92,6 +92,7 @@ class ModelManagerWindow(QWidget):
         self._installed = {}
         self._fit_target = None
         self._fit_pending = None
+        self._remote = {}  # repo id -> (config, weights bytes) of search results already asked about
         try:
             self._catalog = {e.repo_id: e for e in catalog.load()}
         except HubError as e:
@@ -150,6 +151,7 @@ class ModelManagerWindow(QWidget):
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(lambda: self.search(self.search_box.text()))
         self.search_table = _table(["Model", "Downloads", "Likes", "Quantization", "Updated"])
+        self.search_table.itemSelectionChanged.connect(self._search_selected)
         self.search_download = QPushButton("Download")
         self.search_download.clicked.connect(lambda: self.download(_selected_key(self.search_table)))
         page = self._page(self.search_table, [self.search_download])
@@ -320,6 +322,29 @@ class ModelManagerWindow(QWidget):
             self._show_error(e)
 
         self._run(lambda report: search.search(text), done, fail)
+
+    def _search_selected(self):
+        repo_id = _selected_key(self.search_table)
+        if not repo_id:
+            return
+        if repo_id in self._remote:
+            self._set_fit_target(repo_id, *self._remote[repo_id])
+            return
+        self.fit_title.setText(f"Fit on this computer: {repo_id} (asking the Hub for its size and config…)")
+        self.fit_table.setRowCount(0)
+        self.fit_summary.setText("")
+
+        def done(found):
+            self._remote[repo_id] = found
+            if _selected_key(self.search_table) == repo_id:  # the user may have moved on meanwhile
+                self._set_fit_target(repo_id, *found)
+
+        def fail(e):
+            if _selected_key(self.search_table) == repo_id:
+                self.fit_title.setText(f"Fit on this computer: {repo_id}")
+                self.fit_summary.setText(str(e))
+
+        self._run(lambda report: search.details(repo_id), done, fail)
 
     # ---- downloads --------------------------------------------------------------------
 
