@@ -1,6 +1,7 @@
 """`folio models ...` end to end against the local Hub: search, pull, list, rm, import, errors."""
 
 import json
+import shutil
 
 import pytest
 from hub_server import HubServer, point_hub_at
@@ -59,27 +60,25 @@ def test_fit_of_a_hub_model_downloads_nothing(hub, capsys, model_dir):
     assert rc == 1 and "There is no model mlx-community/missing" in err
 
 
-def test_fit_refuses_a_repo_that_is_not_an_mlx_model(capsys, monkeypatch, tmp_path):
-    folder = tmp_path / "gguf"
+def _gguf_repo(folder, model_dir):
     folder.mkdir()
     (folder / "model.gguf").write_bytes(b"GGUF" + bytes(64))
     (folder / "README.md").write_text("not mlx")
-    with HubServer({"someone/a-gguf": folder}) as server:
-        point_hub_at(monkeypatch, server)
-        rc, _, err = folio(capsys, "fit", "someone/a-gguf")
-    assert rc == 1 and "not a model Folio can run" in err
 
 
-def test_fit_says_so_when_config_json_is_broken(capsys, monkeypatch, tmp_path, model_dir):
-    import shutil
-
-    folder = tmp_path / "broken"
+def _broken_config_repo(folder, model_dir):
     shutil.copytree(model_dir("llama"), folder)
     (folder / "config.json").write_text("{not json")
-    with HubServer({"someone/broken": folder}) as server:
+
+
+@pytest.mark.parametrize("make,message", [(_gguf_repo, "not a model Folio can run"),
+                                          (_broken_config_repo, "config.json is not valid JSON")])
+def test_fit_explains_a_repo_it_cannot_estimate(capsys, monkeypatch, tmp_path, model_dir, make, message):
+    make(tmp_path / "repo", model_dir)
+    with HubServer({"someone/repo": tmp_path / "repo"}) as server:
         point_hub_at(monkeypatch, server)
-        rc, _, err = folio(capsys, "fit", "someone/broken")
-    assert rc == 1 and "config.json is not valid JSON" in err
+        rc, _, err = folio(capsys, "fit", "someone/repo")
+    assert rc == 1 and message in err
 
 
 def test_errors_are_one_line(hub, capsys, monkeypatch, tmp_path):
