@@ -2,7 +2,10 @@
 # On the H200 (after the install lines of ../shared/cuda/README.md): builds the fused decode kernels
 # through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
 # to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
-# may run 600 s). E2E=0 skips the end-to-end phase.
+# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, PROBE=0, NCU=1, LAYER=1, E2E=0 skip or
+# add them; E2E_PREFILL / E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
+# are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, the
+# launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -33,7 +36,7 @@ if [ "${LAYER:-0}" = 1 ]; then
 fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
-  timeout ${E2E_S:-200} python3 bench/e2e_device.py --contexts "${E2E_PREFILL:-}" --fill-contexts ${E2E_FILL:-32768,131072} --modes ${E2E_MODES:-mlx-lm-fp16,folio-int4} \
+  timeout ${E2E_S:-300} python3 bench/e2e_device.py --contexts "${E2E_PREFILL-32768,131072}" --fill-contexts "${E2E_FILL-}" --modes ${E2E_MODES:-mlx-lm-fp16,folio-int4} \
     --decode 48 --budget-s 60 --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 fi
 tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8
