@@ -207,6 +207,24 @@ def test_gpu_prefill_path_matches_the_oracle(ratio, head_dim, L, length, window,
     _check(out, _oracle(q, k, v, qk, qv, head_dim**-0.5, length, window, fresh), fresh_seed)
 
 
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+def test_gpu_prefill_path_in_half_precision_models(dtype, fresh_seed):
+    """fp16 models attend in fp16 over the dequantized past, bf16 models in fp32; either way the
+    output stays within the model dtype's rounding of fp32 attention."""
+    Hkv, D, L, length = 2, 128, 50, 300
+    q8 = Quant(8, 128)
+    k, v = _cache(1, Hkv, length, D, q8), _cache(1, Hkv, length, D, Quant(4, 64))
+    fresh = tuple(mx.random.normal((1, Hkv, L, D)).astype(dtype) for _ in range(2))
+    q = (mx.random.normal((1, Hkv * 4, L, D)) * 2).astype(dtype)
+    kw = dict(scale=D**-0.5, length=length, k_bits=8, v_bits=4, k_group=128, v_group=64)
+    out = attention.sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
+    assert out.dtype == dtype
+    ref = _oracle(q, k, v, q8, Quant(4, 64), D**-0.5, length, None, tuple(a.astype(mx.float32) for a in fresh))
+    err = mx.abs(out.astype(mx.float32) - ref).max().item()
+    tol = 1e-2 * max(1.0, mx.abs(ref).max().item())
+    assert err <= tol, f"max error {err} > {tol} (seed {fresh_seed})"
+
+
 def test_prefill_takes_the_gpu_path_only_where_it_fits(monkeypatch):
     taken = []
     monkeypatch.setattr(attention, "path", lambda: "metal")
@@ -219,7 +237,7 @@ def test_prefill_takes_the_gpu_path_only_where_it_fits(monkeypatch):
     assert 0 < attention.sdpa_prefill_budget() <= 1 << 30  # a share of this machine's memory
     monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 1 << 30)
     assert attention.prefill_attention(q, k, k, **kw) == "sdpa"
-    # 2 (K and V) x 2 KV heads x 1000 visible slots x 128 x 2 bytes
+    # 2 (K and V) x 2 KV heads x 1000 visible slots x 128 x 2 bytes (fp16)
     assert attention.sdpa_prefill_bytes(q, k, **kw) == 2 * 2 * 1000 * 128 * 2
     monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 2 * 2 * 1000 * 128 * 2 - 1)
     assert attention.prefill_attention(q, k, k, **kw) == "ref"

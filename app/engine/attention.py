@@ -289,9 +289,9 @@ def prefill_attention(q, k, v, fresh=None, **kw):
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
 
 
-# The GPU prefill's transient fp16 copies of one layer's visible past (K and V, and their
+# The GPU prefill's transient copies of one layer's visible past (K and V, and their
 # concatenation with the chunk), at most: None = a 64th of the memory budget, up to 1 GiB (a
-# 128K-token past of a Llama-3.1-70B layer, 8 KV heads x 128), so the copies stay well inside the
+# 128K-token past of a Llama-3.1-70B layer in fp16, 8 KV heads x 128), so the copies stay inside the
 # headroom memory.py keeps for activations. The resident cache stays compressed; the copies live
 # for one layer's attention. An int sets it (tests).
 PREFILL_SDPA_BYTES = None
@@ -318,7 +318,10 @@ def _visible(length: int, L: int, window, fresh) -> tuple[int, int]:
 
 
 def _sdpa_dtype(dtype):
-    return dtype if dtype in (mx.float16, mx.bfloat16) else mx.float32
+    # fp16 keeps 10 mantissa bits, enough for 8-bit codes (what the decode kernel's products see
+    # too); bf16's 7 would add as much error as 8-bit keys themselves, which models with attention
+    # scale 1.0 amplify, so bf16 models attend in fp32.
+    return mx.float16 if dtype == mx.float16 else mx.float32
 
 
 def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **_) -> int:
@@ -329,8 +332,8 @@ def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **_) -> int:
 
 
 def sdpa_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None):
-    """Same contract as `reference_prefill_attention`, for a GPU: the visible past dequantized in
-    the queries' dtype (one op per K and V), the chunk's exact K/V appended, then one call of
+    """Same contract as `reference_prefill_attention`, for a GPU: the visible past dequantized (fp16
+    for fp16 models, else fp32; one op per K and V), the chunk's exact K/V appended, then one call of
     mx.fast.scaled_dot_product_attention (fused: no score matrix in memory), which for a prefill is
     compute-bound anyway, so reading the past in fp16 costs little next to the products."""
     B, Hq, L, D = q.shape
