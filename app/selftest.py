@@ -129,17 +129,11 @@ def undo_transforms(attend):
     cache's keys first, V's mean added back and the output rotated back after (kernels.py)."""
 
     def run(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, **kw):
-        import mlx.core as mx
-
         from app.engine import rotation
+        from app.engine.attention import uncenter_unrotate
 
         out = attend(rotation.rotate(q) if rotate_q else q, k, v, **kw)
-        if v_mean is not None:
-            B, H, L, D = out.shape
-            n_kv = v_mean.shape[1]
-            out = (out.astype(mx.float32).reshape(B, n_kv, H // n_kv, L, D) + v_mean[:, :, None]).reshape(B, H, L, D)
-            out = out.astype(q.dtype)
-        return rotation.rotate(out) if rotate_out else out
+        return uncenter_unrotate(out, v_mean, rotate_out)
 
     return run
 

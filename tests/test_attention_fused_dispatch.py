@@ -3,7 +3,7 @@
 The kernels undo inside themselves what the cache did before quantizing (q rotated like the
 keys, the output un-centered and rotated back), so attend() must pass exactly the layer's
 rotation and centering. Here a stand-in for app.engine.kernels implements that contract with the
-reference (no GPU on CI); the real kernels are held to the same contract in test_kernels_device.py.
+reference (no GPU on CI; the self-test's `undo_transforms`); the real kernels are held to the same contract in test_kernels_device.py.
 """
 
 import sys
@@ -13,20 +13,10 @@ import mlx.core as mx
 import pytest
 
 import app.engine
+from app import selftest
 from app.engine import attention, layout, rotation
 from app.engine.layout import LayerSpec, Quant
 from app.engine.policy import INT4
-
-
-def contract(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, poison=False, **kw):
-    """What the fused kernels compute, in MLX ops."""
-    q = rotation.rotate(q) if rotate_q else q
-    out = attention.reference_decode_attention(q, k, v, **kw)
-    if v_mean is not None:
-        B, H, _, D = out.shape
-        n_kv = v_mean.shape[1]
-        out = (out.reshape(B, n_kv, H // n_kv, 1, D) + v_mean[:, :, None].astype(out.dtype)).reshape(B, H, 1, D)
-    return rotation.rotate(out) if rotate_out else out
 
 
 @pytest.fixture
@@ -37,7 +27,8 @@ def fused(monkeypatch):
 
     def decode(*a, **kw):
         fake.calls.append({k: kw[k] for k in ("rotate_q", "rotate_out")} | {"centered": kw["v_mean"] is not None})
-        return contract(*a, **kw)
+        kw.pop("poison", None)
+        return selftest.undo_transforms(attention.reference_decode_attention)(*a, **kw)
 
     fake.decode_attention = decode
     # `from app.engine import kernels` reads the package attribute first, sys.modules second.

@@ -74,8 +74,7 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
     # GQA without copies: the R query heads sharing a KV head become R*L rows against it.
     x = (q.astype(f32) * scale).reshape(B, Hkv, R * L, D)
     first = length - L  # position of the first query
-    lo = 0 if window is None else max(0, first - window + 1)
-    stop = first if fresh is not None else length
+    lo, stop = _visible(length, L, window, fresh)
     run = None  # (running max, running sum, accumulator) of the online softmax
 
     def fold(run, s, j0, j1, values):
@@ -283,7 +282,7 @@ def decode_attention(q, k, v, **kw):
 def prefill_attention(q, k, v, fresh=None, **kw):
     """A prefill chunk's attention: on a GPU (the fused-kernel path, not forced to the reference)
     the visible past is dequantized once and handed to MLX's fused SDPA when that transient copy
-    fits PREFILL_SDPA_BYTES; else, and on the CPU, the blocked reference."""
+    fits `sdpa_prefill_budget()`; else, and on the CPU, the blocked reference."""
     if path() != "reference" and sdpa_prefill_bytes(q, k, fresh=fresh, **kw) <= sdpa_prefill_budget():
         return sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
@@ -324,7 +323,7 @@ def _sdpa_dtype(dtype):
     return mx.float16 if dtype == mx.float16 else mx.float32
 
 
-def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **_) -> int:
+def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **kw) -> int:
     B, _, L, D = q.shape
     lo, stop = _visible(length, L, window, fresh)
     copies = 2 if fresh is not None and stop > lo else 1  # the dequantized past, then past + chunk
@@ -395,14 +394,14 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
             return out
     if k.rotate:
         queries = rotation.rotate(queries)
-    if queries.shape[2] == 1:
-        out = decode_attention(queries, kv.k, kv.v, **kw)
+    if queries.shape[2] == 1:  # the fused kernels, where they exist, were offered this step above
+        out = reference_decode_attention(queries, kv.k, kv.v, **kw)
     else:
         out = prefill_attention(queries, kv.k, kv.v, fresh=kv.fresh, **kw)
     if COMPILE and queries.shape[2] == 1:
         restore = _restore_output(v.rotate, kv.v_mean is not None)
         return restore(out, kv.v_mean) if kv.v_mean is not None else restore(out)
-    return _uncenter_unrotate(out, kv.v_mean, v.rotate)
+    return uncenter_unrotate(out, kv.v_mean, v.rotate)
 
 
 def _fused_decode(queries, kv: Compressed, **kw):
@@ -417,7 +416,7 @@ def _fused_decode(queries, kv: Compressed, **kw):
         return None
 
 
-def _uncenter_unrotate(out, v_mean, rotate: bool):
+def uncenter_unrotate(out, v_mean, rotate: bool):
     """Undo V's centering (add its mean back: the weights sum to 1) and its rotation."""
     if v_mean is not None:
         B, Hq, L, D = out.shape
@@ -431,8 +430,8 @@ def _restore_output(rotate: bool, centered: bool):
     # Traced once per decode shape (which stays fixed for a conversation); prefill chunks vary in
     # length and take the plain ops instead of a trace per chunk size.
     if centered:
-        return mx.compile(lambda out, v_mean: _uncenter_unrotate(out, v_mean, rotate))
-    return mx.compile(lambda out: _uncenter_unrotate(out, None, rotate))
+        return mx.compile(lambda out, v_mean: uncenter_unrotate(out, v_mean, rotate))
+    return mx.compile(lambda out: uncenter_unrotate(out, None, rotate))
 
 
 # -- the seam ------------------------------------------------------------------------------------

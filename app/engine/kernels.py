@@ -183,7 +183,7 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     centered = v_mean is not None
     (out,) = combine(
         inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0),
-                (v_mean if v_mean.dtype == mx.float32 else v_mean.astype(mx.float32)) if centered else _floats(0.0)],
+                v_mean.astype(mx.float32) if centered else _floats(0.0)],
         template=[("T", q.dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", bool(rotate_out))],
         grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
         output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
