@@ -19,7 +19,6 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
-DEFAULT_BLOCKS = None
 LLAMA_31_8B = {
     "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
     "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "vocab_size": 128256,
@@ -67,8 +66,8 @@ def run_one(loaded, caches, context, decode, chunk, budget_s) -> dict:
             "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False}
 
 
-def run_decode_only(loaded, caches, context, decode) -> dict:
-    """Fill every layer's cache with `context` random tokens directly (no prefill), then decode."""
+def fill(caches, context):
+    """Fill each cache with `context` random tokens directly, 8,192 at a time (no model, no prefill)."""
     B, H, D = 1, LLAMA_31_8B["num_key_value_heads"], LLAMA_31_8B["hidden_size"] // LLAMA_31_8B["num_attention_heads"]
     for c in caches:
         for i in range(0, context, 8192):
@@ -76,6 +75,11 @@ def run_decode_only(loaded, caches, context, decode) -> dict:
             c.update_and_fetch(mx.random.normal((B, H, n, D)).astype(mx.float16),
                                mx.random.normal((B, H, n, D)).astype(mx.float16))
             mx.eval([x for x in (c.state if isinstance(c.state, (list, tuple)) else [c.state]) if x is not None])
+
+
+def run_decode_only(loaded, caches, context, decode) -> dict:
+    """Fill every layer's cache with `context` random tokens directly (no prefill), then decode."""
+    fill(caches, context)
     mx.reset_peak_memory()
     t_first, n = None, 0
     for _tok, _ in generate_step(mx.array([1]), loaded.model, prompt_cache=caches, max_tokens=decode + 1):
@@ -87,14 +91,14 @@ def run_decode_only(loaded, caches, context, decode) -> dict:
             "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False, "filled_directly": True}
 
 
-def caches_for(loaded, mode: str):
+def caches_for(loaded, mode: str, default_blocks: int):
     """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks)."""
     from app.engine import kernels, kvcache
 
     if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
     _, _, blocks = mode.partition("@")
-    kernels.TARGET_BLOCKS = int(blocks) if blocks else DEFAULT_BLOCKS
+    kernels.TARGET_BLOCKS = int(blocks) if blocks else default_blocks
     return kvcache.make_cache(loaded, "int4")
 
 
@@ -113,31 +117,26 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
 
-    global DEFAULT_BLOCKS
     from app.engine import attention, kernels
 
-    DEFAULT_BLOCKS = kernels.TARGET_BLOCKS
+    default_blocks = kernels.TARGET_BLOCKS
     loaded = build()
+    modes = args.modes.split(",")
     if args.warmup:
-        for mode in args.modes.split(","):
-            run_one(loaded, caches_for(loaded, mode), args.warmup, 4, args.chunk, args.budget_s)
+        for mode in modes:
+            run_one(loaded, caches_for(loaded, mode, default_blocks), args.warmup, 4, args.chunk, args.budget_s)
             mx.clear_cache()
+    runs = [(int(c), lambda caches, c: run_one(loaded, caches, c, args.decode, args.chunk, args.budget_s))
+            for c in args.contexts.split(",") if c]
+    runs += [(int(c), lambda caches, c: run_decode_only(loaded, caches, c, args.decode))
+             for c in args.fill_contexts.split(",") if c]
     rows = []
-    for context in [int(c) for c in args.contexts.split(",") if c]:
-        for mode in args.modes.split(","):
-            caches = caches_for(loaded, mode)
-            row = {"context": context, "mode": mode, **run_one(loaded, caches, context, args.decode, args.chunk,
-                                                                args.budget_s)}
+    for context, run in runs:
+        for mode in modes:
+            caches = caches_for(loaded, mode, default_blocks)
+            row = {"context": context, "mode": mode, **run(caches, context)}
             if mode != "mlx-lm-fp16":
                 row["attention_path"] = attention.path()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            del caches
-            mx.clear_cache()
-    for context in [int(c) for c in args.fill_contexts.split(",") if c]:
-        for mode in args.modes.split(","):
-            caches = caches_for(loaded, mode)
-            row = {"context": context, "mode": mode, **run_decode_only(loaded, caches, context, args.decode)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             del caches

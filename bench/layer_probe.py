@@ -50,29 +50,25 @@ def main():
     for ctx in contexts:
         for mode in ("int4", "fp16"):
             c = kvcache.make_cache(loaded, mode)[0]
-            for i in range(0, ctx, 8192):
-                n = min(8192, ctx - i)
-                c.update_and_fetch(mx.random.normal((B, H, n, D)).astype(mx.float16),
-                                   mx.random.normal((B, H, n, D)).astype(mx.float16))
-                mx.eval(c.state)
+            e2e_device.fill([c], ctx)
+
+            def attend(keys, values, mode=mode):
+                if mode == "int4":
+                    return attention.attend(q, keys, D**-0.5)
+                return mx.fast.scaled_dot_product_attention(q, keys, values, scale=D**-0.5)
 
             def update():
                 c.update_and_fetch(k1, v1)
                 return c.state
 
             def step():
-                keys, values = c.update_and_fetch(k1, v1)
-                if mode == "int4":
-                    return attention.attend(q, keys, D**-0.5)
-                return mx.fast.scaled_dot_product_attention(q, keys, values, scale=D**-0.5)
+                return attend(*c.update_and_fetch(k1, v1))
 
             keys, values = c.update_and_fetch(k1, v1)
             mx.eval(c.state)
 
             def attend_only():
-                if mode == "int4":
-                    return attention.attend(q, keys, D**-0.5)
-                return mx.fast.scaled_dot_product_attention(q, keys, values, scale=D**-0.5)
+                return attend(keys, values)
 
             u, s, p, a = timed(update), timed(step), timed(step, pipelined=True), timed(attend_only)
             print(f"{ctx:7d}  {mode:5s}  {u:9.3f}  {s:16.3f}  {p:12.3f}  {a:14.3f}", flush=True)
