@@ -124,7 +124,17 @@ def test_mlx_lm_still_routes_caches_with_bits_through_base():
         assert module.scaled_dot_product_attention is base.scaled_dot_product_attention, module.__name__
 
 
-def test_install_is_idempotent_and_leaves_other_caches_alone():
+@pytest.fixture
+def on_cpu():
+    """mlx-lm's quantized path has no CUDA implementation for these small shapes (MLX 0.32's
+    quantized_matmul); the wiring these tests check is the same on every device."""
+    prev = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(prev)
+
+
+def test_install_is_idempotent_and_leaves_other_caches_alone(on_cpu):
     from mlx_lm.models import base
     from mlx_lm.models.cache import QuantizedKVCache
 
@@ -163,7 +173,7 @@ def test_forced_reference_path(monkeypatch):
 
 
 # -- folio bench attention -----------------------------------------------------------------------
-def test_attention_bench_json(capsys):
+def test_attention_bench_json(capsys, on_cpu):
     import json
 
     from app.bench import attention as bench

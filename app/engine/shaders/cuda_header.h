@@ -33,13 +33,27 @@ FN uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
 FN __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }
 FN uint pack_h2(float a, float b) { return h2_bits(__floats2half2_rn(a, b)); }
 
-// 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b: exact codes, one
-// fma. The 0x6400 exponent makes an integer into a half without a conversion instruction.
-FN uint dq_pair(uint codes, uint s2, uint b2) {
-  return h2_bits(__hfma2(__hsub2(bits_h2(codes | 0x64006400u), bits_h2(0x64006400u)), bits_h2(s2), bits_h2(b2)));
+// Codes to halves without conversion instructions: OR-ing the 0x6400 exponent into a 16-bit lane
+// holding an integer m < 1024 gives the half 1024+m. dq_lo: m = n, minus 1024 gives n; dq_hi: m =
+// 16n (a nibble used where it sits, bits 4-7, saving the shift), times 1/16 minus 64 gives n. Both
+// exact; the mask and the OR are one LOP3. Then s*n+b, one fma.
+FN uint dq_lo(uint masked, uint s2, uint b2) {
+  return h2_bits(__hfma2(__hsub2(bits_h2(masked | 0x64006400u), bits_h2(0x64006400u)), bits_h2(s2), bits_h2(b2)));
+}
+FN uint dq_hi(uint masked, uint s2, uint b2) {
+  const __half2 n = __hfma2(bits_h2(masked | 0x64006400u), bits_h2(0x2C002C00u), bits_h2(0xD400D400u));  // 1/16, -64
+  return h2_bits(__hfma2(n, bits_h2(s2), bits_h2(b2)));
+}
+// Codes j and j+EPW/2 of word w (MLX packs code i at bits BITS*i) dequantized into two halves.
+template <int BITS> FN uint dq_word(uint w, int j, uint s2, uint b2) {
+  if (BITS == 4) {
+    const uint x = (j & 2) ? (w >> 8) : w;
+    return (j & 1) ? dq_hi(x & 0x00F000F0u, s2, b2) : dq_lo(x & 0x000F000Fu, s2, b2);
+  }
+  return dq_lo((j ? (w >> 8) : w) & 0x00FF00FFu, s2, b2);
 }
 // n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
-template <int N> FN void load_words(uint (&dst)[N], const uint32_t* p, long i) {
+template <int N> FN void load_words(uint (&dst)[N], const uint32_t* p, int i) {
   if (N % 4 == 0) {
 #pragma unroll
     for (int k = 0; k < N; k += 4) {
@@ -126,12 +140,6 @@ template <int KBITS> FN int k_pair_dim(int part, int p, int e, int D) {
   constexpr int PPW = 16 / KBITS, EPW = 32 / KBITS;   // pairs and codes per word
   return part * (D / 4) + (p / PPW) * EPW + (p % PPW) + e * (EPW / 2);
 }
-// Pair p (two halves) of codes from a lane's row words: codes j and j+EPW/2 of word p/PPW.
-template <int KBITS> FN uint k_codes(const uint* w, int p) {
-  constexpr int PPW = 16 / KBITS;
-  return KBITS == 4 ? (w[p / PPW] >> (4 * (p % PPW))) & 0x000F000Fu : (w[p / PPW] >> (8 * (p % PPW))) & 0x00FF00FFu;
-}
-
 // Q^T fragments for the lane's head g (zeros for padded heads h >= G), in the K pair order, from
 // the block's queries staged in shared memory (qh[h * D + dim], fp32).
 template <int D, int KBITS> FN void q_frag_load(QFrag<D>& qf, Lane l, const float* qh, int G) {
@@ -154,7 +162,12 @@ template <int D, int KBITS> FN void q_frag_load(QFrag<D>& qf, Lane l, const floa
 template <int D, int KBITS, int KGROUP, int KWL, int KGL>
 FN void s_tile(SFrag& s, const QFrag<D>& qf, const uint (&kw)[KR][KWL], const half_t (&ks)[KR][KGL],
                const half_t (&kb)[KR][KGL]) {
-  constexpr int EPW = 32 / KBITS;
+  constexpr int EPW = 32 / KBITS, PPW = 16 / KBITS;
+  uint s2[KR][KGL], b2[KR][KGL];          // each group's scale and bias as half pairs, once per tile
+#pragma unroll
+  for (int j = 0; j < KR; ++j)
+#pragma unroll
+    for (int i = 0; i < KGL; ++i) { s2[j][i] = two_h(ks[j][i], ks[j][i]); b2[j][i] = two_h(kb[j][i], kb[j][i]); }
 #pragma unroll
   for (int st = 0; st < D / 16; ++st) {
     uint a[4];
@@ -162,8 +175,8 @@ FN void s_tile(SFrag& s, const QFrag<D>& qf, const uint (&kw)[KR][KWL], const ha
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int j = 0; j < KR; ++j) {
-        const int p = 2 * st + h, gi = ((p / (16 / KBITS)) * EPW) / KGROUP;
-        a[2 * h + j] = dq_pair(k_codes<KBITS>(kw[j], p), two_h(ks[j][gi], ks[j][gi]), two_h(kb[j][gi], kb[j][gi]));
+        const int p = 2 * st + h, gi = ((p / PPW) * EPW) / KGROUP;
+        a[2 * h + j] = dq_word<KBITS>(kw[j][p / PPW], p % PPW, s2[j][gi], b2[j][gi]);
       }
     mma16816(s.c, a[0], a[1], a[2], a[3], qf.r[st][0], qf.r[st][1]);
   }
@@ -189,10 +202,15 @@ FN void pv_tile(OAcc<D>& o, const PFrag& pf, const uint (&vw)[VR][VWL], const ha
 #pragma unroll
     for (int r = 0; r < 2; ++r) {          // A rows g (lane dim 2i) and g+8 (lane dim 2i+1)
       const int u = 2 * i + r, w = u / EPW, j = u % EPW;
-      const int byte = VBITS == 4 ? j / 2 : j, shift = VBITS == 4 ? 4 * (j % 2) : 0;
-      const uint mask = VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu;
-      a[r] = dq_pair((byte_pair(vw[0][w], vw[1][w], byte) >> shift) & mask, s01, b01);
-      a[2 + r] = dq_pair((byte_pair(vw[2][w], vw[3][w], byte) >> shift) & mask, s23, b23);
+      const int byte = VBITS == 4 ? j / 2 : j;
+      const uint x01 = byte_pair(vw[0][w], vw[1][w], byte), x23 = byte_pair(vw[2][w], vw[3][w], byte);
+      if (VBITS == 4 && (j & 1)) {
+        a[r] = dq_hi(x01 & 0x00F000F0u, s01, b01);
+        a[2 + r] = dq_hi(x23 & 0x00F000F0u, s23, b23);
+      } else {
+        a[r] = dq_lo(x01 & (VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu), s01, b01);
+        a[2 + r] = dq_lo(x23 & (VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu), s23, b23);
+      }
     }
     mma16816(o.c[i], a[0], a[1], a[2], a[3], pf.r[0], pf.r[1]);
   }

@@ -36,7 +36,7 @@ FN half2 dq_pair(uint codes, half2 s2, half2 b2) {
 }
 
 // n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
-template <int N> FN void load_words(thread uint (&dst)[N], const device uint32_t* p, long i) {
+template <int N> FN void load_words(thread uint (&dst)[N], const device uint32_t* p, int i) {
   if (N % 4 == 0) {
     for (int k = 0; k < N; k += 4) {
       const uint4 v = *((const device uint4*)(p + i + k));
