@@ -112,13 +112,17 @@ def _random_case(case, dtype):
     return q, k, v, kw
 
 
-def dequantized_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None):
-    """Plain fp32 attention over the dequantized cache: the oracle for the reference itself."""
+def dequantized_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, tail=None):
+    """Plain fp32 attention over the dequantized cache (then the ExactTail `tail`, if any): the
+    oracle for the reference itself."""
     import mlx.core as mx
 
     start = max(0, length - window) if window else 0
     keys = mx.dequantize(*k, group_size=k_group, bits=k_bits)[:, :, start:length].astype(mx.float32)
     values = mx.dequantize(*v, group_size=v_group, bits=v_bits)[:, :, start:length].astype(mx.float32)
+    if tail is not None:
+        tk, tv = tail.stored()
+        keys, values = mx.concatenate([keys, tk], axis=2), mx.concatenate([values, tv], axis=2)
     return mx.fast.scaled_dot_product_attention(
         q.astype(mx.float32), keys, values, scale=scale
     ).astype(q.dtype)
@@ -126,27 +130,37 @@ def dequantized_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_
 
 def undo_transforms(attend):
     """`attend(q, k, v, **kw)` extended to the fused kernels' full contract: q rotated like the
-    cache's keys first, V's mean added back and the output rotated back after (kernels.py)."""
+    cache's keys first, the exact tail (raw buffers + fill) handed on as an ExactTail, V's mean
+    added back and the output rotated back after (kernels.py)."""
 
-    def run(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, **kw):
+    def run(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, tail=None, k_mean=None, **kw):
         from app.engine import rotation
-        from app.engine.attention import uncenter_unrotate
+        from app.engine.attention import ExactTail, uncenter_unrotate
 
-        out = attend(rotation.rotate(q) if rotate_q else q, k, v, **kw)
+        if tail is not None:
+            tail = ExactTail(*tail, rotate_k=rotate_q, rotate_v=rotate_out, k_mean=k_mean, v_mean=v_mean)
+        out = attend(rotation.rotate(q) if rotate_q else q, k, v, tail=tail, **kw)
         return uncenter_unrotate(out, v_mean, rotate_out)
 
     return run
 
 
+TAIL_CASE = (64, 37)  # an exact tail's capacity and fill in the transformed check
+
+
 def _with_transforms(fn):
-    """fn called as attention on a rotated and centered cache (what Folio's int4 layers pass)."""
+    """fn called as attention on a rotated and centered cache with an exact tail of decode tokens
+    (what Folio's int4 layers pass while decoding)."""
 
     def run(q, k, v, **kw):
         import mlx.core as mx
 
         B, KVH, D = k[0].shape[0], k[0].shape[1], q.shape[-1]
-        v_mean = mx.random.normal((B, KVH, 1, D), key=mx.random.key(B * 1000 + KVH * 10 + D))
-        return fn(q, k, v, rotate_q=True, v_mean=v_mean, rotate_out=True, **kw)
+        key = mx.random.key(B * 1000 + KVH * 10 + D)
+        k_mean, v_mean, tk, tv = (mx.random.normal(s, key=mx.random.split(key, 4)[i]) for i, s in enumerate(
+            [(B, KVH, 1, D)] * 2 + [(B, KVH, TAIL_CASE[0], D)] * 2))
+        tail = (tk.astype(q.dtype), tv.astype(q.dtype), TAIL_CASE[1])
+        return fn(q, k, v, rotate_q=True, v_mean=v_mean, rotate_out=True, tail=tail, k_mean=k_mean, **kw)
 
     return run
 

@@ -135,3 +135,26 @@ def test_rotation_and_centering_inside_the_kernels(head_dim, rotate_q, center, r
         ref = mx.hadamard_transform(ref, scale=D**-0.5)
     err = rel_err(out, ref)
     assert err < TOL, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("gqa", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("length,n_tail", [(1, 1), (63, 37), (4097, 64)])
+def test_exact_tail_block(gqa, head_dim, length, n_tail):
+    # The newest decode tokens, unquantized and untransformed, read by the last split's block and
+    # brought into the cache's space (rotated, centered) there; odd fills, every flag on.
+    from app import selftest
+
+    B, n_kv, D, cap = 1, 2, head_dim, 64
+    dtype = mx.bfloat16 if head_dim == 64 else mx.float16
+    q = mx.random.normal((B, n_kv * gqa, 1, D)).astype(dtype)
+    kq, vq = quantized(B, n_kv, length + 5, D, 8, 64), quantized(B, n_kv, length + 5, D, 4, 64)
+    tail = tuple(mx.random.normal((B, n_kv, cap, D)).astype(dtype) for _ in range(2)) + (n_tail,)
+    k_mean, v_mean = mx.random.normal((B, n_kv, 1, D)), mx.random.normal((B, n_kv, 1, D))
+    args = dict(scale=D**-0.5, length=length, k_bits=8, v_bits=4, k_group=64, v_group=64, rotate_q=True,
+                v_mean=v_mean, rotate_out=True, tail=tail, k_mean=k_mean)
+    out = kernels.decode_attention(q, kq, vq, poison=True, **args)
+    assert not mx.any(mx.isnan(out)).item(), "an output element was never written"
+    ref = selftest.undo_transforms(selftest.dequantized_attention)(q, kq, vq, **args).astype(mx.float32)
+    err = rel_err(out, ref)
+    assert err < TOL, f"relative error {err:.2e}"

@@ -140,7 +140,8 @@ def test_metal_signature_is_generated_like_mlx():
         assert attr in partial and attr in combine
     assert "const device uint32_t* kp [[buffer(1)]]" in partial
     assert "const constant float* scale [[buffer(8)]]" in partial  # fewer than 8 elements: constant
-    assert "device float* ml_part [[buffer(10)]]" in partial
+    assert "const device float16_t* tk [[buffer(9)]]" in partial
+    assert "device float* ml_part [[buffer(14)]]" in partial
     assert partial.rstrip().endswith(">;")  # explicit instantiation with host_name
     assert '[[host_name("custom_kernel_folio_decode_partial_' in partial
 

@@ -70,6 +70,7 @@ def test_grows_in_preallocated_blocks(seed):
 def test_window_ring_matches_full_history(chunks, seed, monkeypatch):
     """A window layer's ring gives the same attention as the whole history under a window mask."""
     monkeypatch.setattr(kvcache, "EXACT_CHUNK", False)
+    monkeypatch.setattr(kvcache, "TAIL", 0)  # the full history quantized, token by token, like the ring
     W, Hkv, R, D = 32, 2, 3, 64
     spec = LayerSpec(Quant(4, 64), Quant(8, 32))
     ring, full = QuantizedCache(spec, window=W), QuantizedCache(spec)

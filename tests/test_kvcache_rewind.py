@@ -78,7 +78,8 @@ def test_log_is_bounded_and_counted(gemma, monkeypatch):
         per_token = c.spec.bytes_per_token(shape.n_kv_heads, shape.head_dim)
         means = sum(m.nbytes for m in (c.k_mean, c.v_mean) if m is not None)
         log = kvcache.REWIND if c.window else 0  # the undo log: REWIND tokens per window layer
-        assert c.nbytes == (c.slots + log) * per_token + means
+        tail = 0 if c.window else 2 * c.tail_k.nbytes  # full-attention layers' exact tail, K and V
+        assert c.nbytes == (c.slots + log) * per_token + means + tail
     assert [c.max_trim() for c in _windowed(caches)] == [8] * len(_windowed(caches))
     # Past the log a trim takes back what it can undo exactly, and can_trim refuses.
     assert not kvcache.can_trim(caches, 9)

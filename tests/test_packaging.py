@@ -304,7 +304,7 @@ def test_kernel_check_passes_a_correct_kernel(monkeypatch):
 
 
 def test_kernel_check_catches_a_kernel_that_ignores_the_transforms(monkeypatch):
-    def no_transforms(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, **kw):
+    def no_transforms(q, k, v, *, rotate_q=False, v_mean=None, rotate_out=False, tail=None, k_mean=None, **kw):
         return selftest.dequantized_attention(q, k, v, **kw)
 
     _fake_kernels(monkeypatch, no_transforms)

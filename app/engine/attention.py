@@ -61,11 +61,14 @@ def _slice(t: tuple, j0: int, j1: int, dtype) -> tuple:
     return packed, scales.astype(dtype), biases.astype(dtype)
 
 
-def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None, unpack=None):
+def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None, unpack=None,
+            tail=None):
     """q (B, n_heads, L, D); the L queries are the last L of `length` positions.
 
     `fresh` = the exact (K, V) of those L positions, float32 (B, n_kv_heads, L, D): a prefill
     chunk's own keys and values are in memory anyway, so only the past is read compressed.
+    `tail` = a decode's ExactTail, the newest tokens after the `length` quantized ones, which
+    the query sees whole.
     """
     B, Hq, L, D = q.shape
     Hkv = k[0].shape[1]
@@ -79,7 +82,7 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
 
     def fold(run, s, j0, j1, values):
         # Causal/window mask only where this block is not fully visible to every query.
-        if j1 - 1 > first or (window is not None and j0 <= length - 1 - window):
+        if j0 is not None and (j1 - 1 > first or (window is not None and j0 <= length - 1 - window)):
             qpos = mx.arange(first, length)[:, None]
             kpos = mx.arange(j0, j1)[None]
             visible = kpos <= qpos
@@ -117,6 +120,9 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
     if fresh is not None:
         kf, vf = (a.astype(f32) for a in fresh)
         run = fold(run, x @ kf.swapaxes(-1, -2), first, length, lambda p: p @ vf)
+    if tail is not None:
+        kt, vt = tail.stored()
+        run = fold(run, x @ kt.swapaxes(-1, -2), None, None, lambda p: p @ vt)
     if run is None:
         raise ValueError("attention over an empty cache")
     _, l, acc = run
@@ -171,28 +177,69 @@ def _decode_steps(scale: float, dtype, k_bits: int, k_group: int, v_bits: int, v
     return tuple(mx.compile(f, shapeless=True) for f in (single, first, step, finish))
 
 
-def reference_decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None):
-    """One query token per head over `length` valid slots of a compressed cache -> (B, n_heads, 1, D)."""
+@functools.lru_cache(maxsize=64)
+def _exact_tail_step(scale: float, dtype, rotate_k: bool, rotate_v: bool, k_centered: bool, v_centered: bool):
+    """Compiled: the exact tail folded into a decode's online softmax, then the normalization.
+
+    Takes the tail's whole buffers and its fill `n` as an array, so the trace holds while the
+    tail fills; slots past n are masked. The tail goes into the cache's space first (rotated,
+    then centered), as ExactTail.stored() does.
+    """
+    f32 = mx.float32
+
+    def fold(m, l, acc, q, tk, tv, n, *means):
+        means = list(means)
+        tk, tv = tk.astype(f32), tv.astype(f32)
+        tk = rotation.rotate(tk) if rotate_k else tk
+        tv = rotation.rotate(tv) if rotate_v else tv
+        tk = tk - means.pop(0) if k_centered else tk
+        tv = tv - means.pop(0) if v_centered else tv
+        s = (q.astype(f32) * scale) @ tk.swapaxes(-1, -2)
+        s = mx.where(mx.arange(tk.shape[2]) < n, s, _NEG)
+        m_new = mx.maximum(m, s.max(axis=-1, keepdims=True))
+        alpha = mx.exp(m - m_new)
+        p = mx.exp(s - m_new)
+        return ((acc * alpha + p @ tv) / (l * alpha + p.sum(axis=-1, keepdims=True))).astype(dtype)
+
+    return mx.compile(fold)
+
+
+@functools.lru_cache(maxsize=256)
+def _count(n: int) -> mx.array:
+    # The tail's fill, one small array per value (a decode step passes the same few).
+    a = mx.array(n, dtype=mx.int32)
+    mx.eval(a)
+    return a
+
+
+def reference_decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
+                               tail=None):
+    """One query token per head over `length` valid slots of a compressed cache, then the
+    ExactTail `tail`, if any -> (B, n_heads, 1, D)."""
     B, Hq, L, D = q.shape
     # A decode query sees every slot from the window's start, so no block needs a mask.
     lo = 0 if window is None else max(0, length - window)
     # A one-slot block takes the plain ops: MLX 0.32's shapeless compile crashes on it (measured).
-    if not COMPILE or L != 1 or _qmm_fails_here() or (length - lo) % DECODE_BLOCK == 1:
+    if not COMPILE or L != 1 or _qmm_fails_here() or (length - lo) % DECODE_BLOCK == 1 or length <= 0:
         return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
-                       v_group=v_group, window=window, block=DECODE_BLOCK, unpack=_qmm_fails_here() or None)
-    if length <= 0:
-        raise ValueError("attention over an empty cache")
+                       v_group=v_group, window=window, block=DECODE_BLOCK, unpack=_qmm_fails_here() or None,
+                       tail=tail)
     Hkv = k[0].shape[1]
     single, first, step, finish = _decode_steps(float(scale), q.dtype, k_bits, k_group, v_bits, v_group)
     xq = q.reshape(B, Hkv, Hq // Hkv, D)
     blocks = list(_blocks(lo, length, DECODE_BLOCK))
-    if len(blocks) == 1:
+    if len(blocks) == 1 and tail is None:
         return single(xq, *(a[:, :, lo:length] for a in (*k, *v))).reshape(B, Hq, 1, D)
     run = None
     for j0, j1 in blocks:
         kv = (a[:, :, j0:j1] for a in (*k, *v))
         run = first(xq, *kv) if run is None else step(*run, xq, *kv)
-    return finish(*run).reshape(B, Hq, 1, D)
+    if tail is None:
+        return finish(*run).reshape(B, Hq, 1, D)
+    fold = _exact_tail_step(float(scale), q.dtype, tail.rotate_k, tail.rotate_v, tail.k_mean is not None,
+                            tail.v_mean is not None)
+    means = [m for m in (tail.k_mean, tail.v_mean) if m is not None]
+    return fold(*run, xq, tail.k, tail.v, _count(tail.n), *means).reshape(B, Hq, 1, D)
 
 
 def reference_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
@@ -377,6 +424,29 @@ class Compressed:
     window: int | None = None
     v_mean: mx.array | None = None  # added back to the output when V was centered
     fresh: tuple | None = None  # a prefill chunk's exact (K, V), as stored before quantizing
+    tail: "ExactTail | None" = None  # decode: the newest tokens, exact, after the `length` slots
+
+
+@dataclass(frozen=True)
+class ExactTail:
+    """A decode's newest n tokens, exact and as they came (not rotated or centered), after the
+    quantized slots: buffers (B, n_kv_heads, capacity, head_dim), the first n valid, and what the
+    cache does to the rest before quantizing (rotation, then centering by these means)."""
+
+    k: mx.array
+    v: mx.array
+    n: int
+    rotate_k: bool = False
+    rotate_v: bool = False
+    k_mean: mx.array | None = None
+    v_mean: mx.array | None = None
+
+    def stored(self) -> tuple:
+        """The n tokens' (K, V) as the cache stores the rest (float32)."""
+        tk, tv = (a[:, :, : self.n].astype(mx.float32) for a in (self.k, self.v))
+        tk = rotation.rotate(tk) if self.rotate_k else tk
+        tv = rotation.rotate(tv) if self.rotate_v else tv
+        return (tk if self.k_mean is None else tk - self.k_mean), (tv if self.v_mean is None else tv - self.v_mean)
 
 
 calls = 0  # how many times Folio's attention ran through the seam (the route probe reads it)
@@ -395,7 +465,7 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
     if k.rotate:
         queries = rotation.rotate(queries)
     if queries.shape[2] == 1:  # the fused kernels, where they exist, were offered this step above
-        out = reference_decode_attention(queries, kv.k, kv.v, **kw)
+        out = reference_decode_attention(queries, kv.k, kv.v, tail=kv.tail, **kw)
     else:
         out = prefill_attention(queries, kv.k, kv.v, fresh=kv.fresh, **kw)
     if COMPILE and queries.shape[2] == 1:
@@ -409,8 +479,10 @@ def _fused_decode(queries, kv: Compressed, **kw):
     inside them (two launches per layer in all), or None where they do not cover the shape."""
     kernels = _kernels()
     try:
+        t = kv.tail
         return kernels.decode_attention(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
-                                        rotate_out=kv.spec.v.rotate, **kw)
+                                        rotate_out=kv.spec.v.rotate, tail=None if t is None else (t.k, t.v, t.n),
+                                        k_mean=None if t is None else t.k_mean, **kw)
     except _unsupported(kernels) as e:
         _say_fallback(str(e))
         return None

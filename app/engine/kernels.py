@@ -18,7 +18,7 @@ from app.engine.errors import FolioError
 HEAD_DIMS = (64, 128, 256)
 BITS = (4, 8)
 GROUPS = (32, 64, 128)
-INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale")
+INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale", "tk", "tv", "kmean", "vmean")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
 COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
 TARGET_BLOCKS = 528            # four blocks per SM on an H200 (132 SMs): one wave; see docs/kernels.md
@@ -92,8 +92,8 @@ def shared_bytes(head_dim: int, nw: int) -> int:
 
 
 def warps_per_block(head_dim: int, backend: str = "cuda") -> int:
-    nw = 4
-    while nw > 1 and shared_bytes(head_dim, nw) > SHARED_LIMIT[backend]:
+    nw = 4  # at least 3: the tail's block keeps its scores and output in warps 1 and 2's buffers
+    while nw > 3 and shared_bytes(head_dim, nw) > SHARED_LIMIT[backend]:
         nw -= 1
     return nw
 
@@ -143,15 +143,19 @@ def _check(q, k, v, k_bits, v_bits, k_group, v_group):
 
 
 def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
-                     rotate_q: bool = False, v_mean=None, rotate_out: bool = False, poison: bool = False):
+                     rotate_q: bool = False, v_mean=None, rotate_out: bool = False, tail=None, k_mean=None,
+                     poison: bool = False):
     """Attention of one query token per head over the first `length` slots of a quantized cache.
 
     q: (B, n_heads, 1, head_dim); k, v: (packed, scales, biases) in mx.quantize's layout with shape
     (B, n_kv_heads, T_alloc, ...). Returns (B, n_heads, 1, head_dim) in q.dtype. What the cache did
     before quantizing is undone inside the kernels: `rotate_q` rotates q by the cache's Hadamard
     transform (keys stored rotated), `v_mean` (B, n_kv_heads, 1, head_dim) float32 is added back
-    and `rotate_out` rotates the output back (values stored centered and rotated). `poison` fills
-    the outputs with NaN before the kernels run (tests use it to prove every element is written).
+    and `rotate_out` rotates the output back (values stored centered and rotated). `tail` =
+    (tail_k, tail_v, n): n more tokens after `length`, exact and as they came (not rotated or
+    centered), in buffers (B, n_kv_heads, capacity, head_dim); `k_mean` is K's centering mean,
+    which the tail's scores are shifted by like the stored keys'. `poison` fills the outputs with
+    NaN before the kernels run (tests use it to prove every element is written).
     """
     backend = available()
     if backend is None:
@@ -166,15 +170,25 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     G = H // n_kv
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     splits, chunk = split_plan(length - start, B * n_kv, nw, nt)
-    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, 0)
+    tk, tv, n_tail = tail if tail is not None and tail[2] > 0 else (_floats(0.0), _floats(0.0), 0)
+    if n_tail and (tk.shape[:2] != (B, n_kv) or tk.shape[3] != D or tv.shape != tk.shape or n_tail > tk.shape[2]):
+        raise KernelUnsupported(f"tail of shape {tk.shape} does not match the cache.")
+    if n_tail * G > MAX_GQA * D:
+        raise KernelUnsupported(f"a tail of {n_tail} tokens is longer than the kernel's buffer ({MAX_GQA * D // G}).")
+    splits += bool(n_tail)  # the tail's own block, the last split
+    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0)
     init = float("nan") if poison else None
+    centered_k = n_tail and k_mean is not None
+    centered_v = n_tail and v_mean is not None
 
     partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS)
     o_part, ml_part = partial(
-        inputs=[q, *k, *v, params, _floats(float(scale))],
+        inputs=[q, *k, *v, params, _floats(float(scale)), tk, tv, k_mean if centered_k else _floats(0.0),
+                v_mean.astype(mx.float32) if centered_v else _floats(0.0)],
         template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
                   ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE),
-                  ("ROTQ", bool(rotate_q))],
+                  ("ROTQ", bool(rotate_q)), ("TT", tk.dtype), ("TAILK", bool(n_tail)), ("KCTR", bool(centered_k)),
+                  ("VCTR", bool(centered_v)), ("ROTV", bool(n_tail and rotate_out))],
         grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
         output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
         output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
@@ -300,9 +314,11 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
-            ("vb", "float16", 4096, 4), ("params", "int32", 8, 1), ("scale", "float32", 1, 1)]
+            ("vb", "float16", 4096, 4), ("params", "int32", 9, 1), ("scale", "float32", 1, 1),
+            ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate)]
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate),
+           ("TT", dtype), ("TAILK", True), ("KCTR", rotate), ("VCTR", rotate), ("ROTV", rotate)]
     partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),

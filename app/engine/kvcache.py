@@ -29,6 +29,11 @@ EXACT_CHUNK = True
 # tag), so a few hundred tokens cover the rewinds seen in practice, while the undo log stays a
 # small fixed cost per window layer (R tokens compressed, against a window of 512 to 4096).
 REWIND = 512
+# Decode tokens a full-attention layer keeps exact (in the model's dtype, as they came) before
+# quantizing them together: a decode step then writes two slices, as an fp16 cache does, instead
+# of rotating, centering and quantizing one token and writing six, and the newest tokens, which
+# attention weighs most, are read exactly. 0 quantizes every token at once.
+TAIL = 64
 
 
 class CacheFileError(FolioError):
@@ -60,6 +65,10 @@ class QuantizedCache:
         self._mean_pair = None  # both means stacked for decode (zeros for one not centered)
         self.undo_k = self.undo_v = None  # the undo log's triples, allocated when the ring wraps
         self._undo_floor = 0  # lowest position whose eviction the log can still undo
+        # The exact tail: the last tail_n decode tokens (B, n_kv_heads, TAIL, head_dim), not yet
+        # quantized; positions [offset - tail_n, offset). Only full-attention layers keep one.
+        self.tail_k = self.tail_v = None
+        self.tail_n = 0
 
     # mlx-lm's base.scaled_dot_product_attention routes caches with `bits` to the seam.
     @property
@@ -102,22 +111,16 @@ class QuantizedCache:
 
     def update_and_fetch(self, keys, values):
         B, H, L, D = keys.shape
+        if self._tail_takes(L, keys, values):
+            return self._append_to_tail(keys, values)
+        self.flush()  # a prefill chunk sees every earlier token quantized
         fresh = None
         if L == 1 and attention.COMPILE and self._means_ready() and keys.dtype == values.dtype:
             kq, vq = self._encode_token(keys, values)
         else:
-            if self.spec.k.rotate:
-                keys = rotation.rotate(keys)
-            if self.spec.v.rotate:
-                values = rotation.rotate(values)
-            if self.spec.k.center and self.k_mean is None:
-                self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
-            if self.spec.v.center and self.v_mean is None:
-                self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
-            keys, values = _center(keys, self.k_mean), _center(values, self.v_mean)
-            kq, vq = layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v)
+            kq, vq, centered = self._encode(keys, values)
             if L > 1 and EXACT_CHUNK:
-                fresh = (keys, values)
+                fresh = centered
         prev = self.offset
         W = self.window
         if W is None:
@@ -222,6 +225,58 @@ class QuantizedCache:
             return self.offset
         return max(self.offset - self._undo_floor, 0)
 
+    def _encode(self, keys, values) -> tuple[tuple, tuple, tuple]:
+        """Rotate, center (fixing the means on first use) and quantize -> (K triple, V triple,
+        the rotated and centered (K, V) that were quantized)."""
+        if self.spec.k.rotate:
+            keys = rotation.rotate(keys)
+        if self.spec.v.rotate:
+            values = rotation.rotate(values)
+        if self.spec.k.center and self.k_mean is None:
+            self.k_mean = keys.astype(mx.float32).mean(axis=2, keepdims=True)
+        if self.spec.v.center and self.v_mean is None:
+            self.v_mean = values.astype(mx.float32).mean(axis=2, keepdims=True)
+        keys, values = _center(keys, self.k_mean), _center(values, self.v_mean)
+        return layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v), (keys, values)
+
+    def _tail_takes(self, L: int, keys, values) -> bool:
+        # Only once something is quantized (the means are fixed by then) and for a full-attention
+        # layer: a window layer's ring already bounds what a step writes.
+        return (TAIL > 0 and L == 1 and self.window is None and self.k is not None and self._means_ready()
+                and keys.dtype == values.dtype and (self.tail_k is None or self.tail_k.dtype == keys.dtype
+                                                    or self.tail_n == 0))
+
+    def _append_to_tail(self, keys, values):
+        B, H, _, D = keys.shape
+        if self.tail_n == TAIL:
+            self.flush()
+        if self.tail_k is None or self.tail_k.dtype != keys.dtype or self.tail_k.shape[0] != B:
+            self.tail_k = mx.zeros((B, H, TAIL, D), keys.dtype)
+            self.tail_v = mx.zeros((B, H, TAIL, D), keys.dtype)
+        n = self.tail_n
+        self.tail_k[:, :, n : n + 1] = keys
+        self.tail_v[:, :, n : n + 1] = values
+        self.tail_n += 1
+        self.offset += 1
+        tail = attention.ExactTail(self.tail_k, self.tail_v, self.tail_n, self.spec.k.rotate, self.spec.v.rotate,
+                                   self.k_mean, self.v_mean)
+        view = attention.Compressed(self.k, self.v, self.offset - self.tail_n, self.spec, v_mean=self.v_mean, tail=tail)
+        return view, view
+
+    def flush(self):
+        """Quantize the exact tail into the cache (TAIL tokens at a time, or before a prefill chunk,
+        a save or a trim into the quantized part); a no-op without one."""
+        n = self.tail_n
+        if not n:
+            return
+        tk, tv = (a if n == a.shape[2] else a[:, :, :n] for a in (self.tail_k, self.tail_v))
+        kq, vq, _ = self._encode(tk, tv)
+        first = self.offset - n
+        B, H, _, D = tk.shape
+        self._reserve(first + n, B, H, D)
+        self._write(first, kq, vq, 0, n)
+        self.tail_n = 0
+
     def _means_ready(self) -> bool:
         return (self.k_mean is not None or not self.spec.k.center) and (self.v_mean is not None or not self.spec.v.center)
 
@@ -243,7 +298,8 @@ class QuantizedCache:
             return []
         means = [m for m in (self.k_mean, self.v_mean) if m is not None]
         undo = [*self.undo_k, *self.undo_v] if self.undo_k is not None else []
-        return [*self.k, *self.v, *means, *undo]
+        tail = [self.tail_k, self.tail_v] if self.tail_k is not None else []
+        return [*self.k, *self.v, *means, *undo, *tail]
 
     def is_trimmable(self) -> bool:
         # A wrapped ring can rewind only as far as its undo log reaches; see `can_trim`.
@@ -252,6 +308,8 @@ class QuantizedCache:
     def trim(self, n: int) -> int:
         """Take back the last n tokens, or as many as can be undone exactly; return how many."""
         n = min(self.max_trim(), n)
+        untail = min(n, self.tail_n)  # the newest tokens may still be exact: drop them there
+        self.tail_n -= untail
         if n and self.window is not None and self.offset > self.window:
             self._undo(self.offset - n)
         self.offset -= n
@@ -426,6 +484,7 @@ def save_cache(caches, path, *, model_id: str, policy: str):
     arrays, layers = {}, []
     for i, c in enumerate(caches):
         if isinstance(c, QuantizedCache):
+            c.flush()  # the file holds quantized slots only
             meta = {"kind": "quantized", "offset": c.offset, "window": c.window, "spec": c.spec.to_dict(),
                     "policy_name": getattr(c, "policy_name", policy)}
             data = []
