@@ -98,10 +98,11 @@ def warps_per_block(head_dim: int, backend: str = "cuda") -> int:
     return nw
 
 
-def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int) -> tuple[int, int]:
-    """(number of splits, tokens per split) for one decode step over n_tokens."""
+def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: int = 0) -> tuple[int, int]:
+    """(number of splits, tokens per split) for one decode step over n_tokens, leaving room in
+    the wave for `extra` more splits (the exact tail's)."""
     tile = nw * nt
-    want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)))
+    want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)) - extra)
     splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS))
     chunk = math.ceil(math.ceil(n_tokens / splits) / tile) * tile
     return math.ceil(n_tokens / chunk), chunk
@@ -169,13 +170,13 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     start = max(0, length - int(window)) if window else 0
     G = H // n_kv
     nw, nt = warps_per_block(D, backend), step_tokens(D)
-    splits, chunk = split_plan(length - start, B * n_kv, nw, nt)
     tk, tv, n_tail = tail if tail is not None and tail[2] > 0 else (_floats(0.0), _floats(0.0), 0)
+    splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     if n_tail and (tk.shape[:2] != (B, n_kv) or tk.shape[3] != D or tv.shape != tk.shape or n_tail > tk.shape[2]):
         raise KernelUnsupported(f"tail of shape {tk.shape} does not match the cache.")
     if n_tail * G > MAX_GQA * D:
         raise KernelUnsupported(f"a tail of {n_tail} tokens is longer than the kernel's buffer ({MAX_GQA * D // G}).")
-    splits += bool(n_tail)  # the tail's own block, the last split
+    splits += bool(n_tail)  # the tail's own block: split 0
     params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0)
     init = float("nan") if poison else None
     centered_k = n_tail and k_mean is not None
