@@ -114,6 +114,17 @@ def test_trim_prefill_and_save_see_every_token(monkeypatch, tmp_path):
         np.testing.assert_array_equal(np.array(x[:, :, :45]), np.array(y[:, :, :45]))
 
 
+def test_stats_count_the_tail_at_its_precision(monkeypatch):
+    monkeypatch.setattr(kvcache, "TAIL", 8)
+    c = QuantizedCache(SPECS["int4"])
+    c.update_and_fetch(*_tokens(40, 12))
+    assert kvcache.describe([c], "int4")["kv_bits_per_element"] == 4.5
+    k, v = _tokens(4, 13)
+    for i in range(4):
+        c.update_and_fetch(k[:, :, i : i + 1], v[:, :, i : i + 1])
+    assert kvcache.describe([c], "int4")["kv_bits_per_element"] == (40 * 4.5 + 4 * 16) / 44
+
+
 def test_window_layers_keep_no_tail():
     c = QuantizedCache(SPECS["int4"], window=32)
     c.update_and_fetch(*_tokens(40, 10))

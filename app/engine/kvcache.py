@@ -431,13 +431,17 @@ def describe(caches, mode: str) -> dict:
     held, bits = 0, 0.0
     for c in caches:
         if isinstance(c, QuantizedCache):
-            n, b = max(c.length, 1), c.spec.bits_per_element
+            # The exact tail's tokens are held at the model's precision until quantized.
+            parts = [(max(c.length - c.tail_n, 1), c.spec.bits_per_element)]
+            if c.tail_n:
+                parts.append((c.tail_n, 8.0 * c.tail_k.itemsize))
         elif hasattr(c, "keys") and c.keys is not None:
-            n, b = max(c.size(), 1), 16.0
+            parts = [(max(c.size(), 1), 16.0)]
         else:
             continue
-        held += n
-        bits += n * b
+        for n, b in parts:
+            held += n
+            bits += n * b
     return {
         "kv_policy": getattr(quant[0], "policy_name", mode),
         "kv_bits_per_element": bits / max(held, 1),
