@@ -192,14 +192,19 @@ def test_kernel_names_change_with_the_source():
 
 @pytest.mark.parametrize("n", [1, 63, 127, 128, 4097, 131072, 1_000_003])
 @pytest.mark.parametrize("head_dim,gqa", [(64, 1), (128, 8), (256, 4)])
-def test_split_plan_covers_every_token_once(n, head_dim, gqa):
+@pytest.mark.parametrize("extra", [0, 1])
+def test_split_plan_covers_every_token_once(n, head_dim, gqa, extra):
     nw, nt = kernels.warps_per_block(head_dim, "cuda"), kernels.step_tokens(head_dim)
-    splits, chunk = kernels.split_plan(n, 8, nw, nt)
+    splits, chunk = kernels.split_plan(n, 8, nw, nt, extra=extra)
     assert chunk % (nw * nt) == 0
     assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, nothing left over
-    assert splits <= kernels.MAX_SPLITS
+    assert splits + extra <= kernels.MAX_SPLITS
+    # With the exact tail's block (split 0) the whole grid still fits the one-wave target.
+    assert (splits + extra) * 8 <= max(kernels.TARGET_BLOCKS, 8 * (1 + extra))
     for backend in ("cuda", "metal"):
-        assert kernels.shared_bytes(head_dim, kernels.warps_per_block(head_dim, backend)) <= kernels.SHARED_LIMIT[backend]
+        nw = kernels.warps_per_block(head_dim, backend)
+        assert nw >= 3  # the tail's block keeps scores and output in warps 1 and 2's buffers
+        assert kernels.shared_bytes(head_dim, nw) <= kernels.SHARED_LIMIT[backend]
 
 
 def test_no_gpu_is_a_clear_fallback_signal():

@@ -103,7 +103,7 @@ def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: 
     the wave for `extra` more splits (the exact tail's)."""
     tile = nw * nt
     want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)) - extra)
-    splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS))
+    splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS - extra))
     chunk = math.ceil(math.ceil(n_tokens / splits) / tile) * tile
     return math.ceil(n_tokens / chunk), chunk
 
