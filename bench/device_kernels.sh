@@ -5,7 +5,8 @@
 # may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, PROBE=0, NCU=1, LAYER=1, E2E=0 skip or
 # add them; E2E_PREFILL / E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
 # are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, the
-# launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first).
+# launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
+# cache with and without its exact tail.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -36,7 +37,7 @@ if [ "${LAYER:-0}" = 1 ]; then
 fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
-  timeout ${E2E_S:-300} python3 bench/e2e_device.py --contexts "${E2E_PREFILL-32768,131072}" --fill-contexts "${E2E_FILL-}" --modes ${E2E_MODES:-mlx-lm-fp16,folio-int4} \
+  timeout ${E2E_S:-300} python3 bench/e2e_device.py --contexts "${E2E_PREFILL-32768,131072}" --fill-contexts "${E2E_FILL-}" --modes ${E2E_MODES:-mlx-lm-fp16,folio-int4,folio-int4-notail} \
     --decode 48 --budget-s 60 --json "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1; echo "e2e rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 fi
 tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8

@@ -19,6 +19,9 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
+from app.engine import kvcache
+
+DEFAULT_TAIL = kvcache.TAIL
 LLAMA_31_8B = {
     "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
     "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "vocab_size": 128256,
@@ -92,13 +95,15 @@ def run_decode_only(loaded, caches, context, decode) -> dict:
 
 
 def caches_for(loaded, mode: str, default_blocks: int):
-    """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks)."""
-    from app.engine import kernels, kvcache
+    """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks;
+    folio-int4-notail: every decode token quantized at once, no exact tail)."""
+    from app.engine import kernels
 
     if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
-    _, _, blocks = mode.partition("@")
+    mode, _, blocks = mode.partition("@")
     kernels.TARGET_BLOCKS = int(blocks) if blocks else default_blocks
+    kvcache.TAIL = 0 if mode.endswith("-notail") else DEFAULT_TAIL
     return kvcache.make_cache(loaded, "int4")
 
 
@@ -109,7 +114,8 @@ def main():
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--budget-s", type=float, default=150.0, help="stop a prefill that runs longer than this")
     p.add_argument("--modes", default="mlx-lm-fp16,folio-int4",
-                   help="folio-int4@N runs the int4 cache with the kernel's TARGET_BLOCKS set to N")
+                   help="folio-int4@N runs the int4 cache with the kernel's TARGET_BLOCKS set to N; "
+                        "folio-int4-notail without the exact tail")
     p.add_argument("--fill-contexts", default="", help="decode-only contexts: caches filled directly, no prefill")
     p.add_argument("--warmup", type=int, default=4096,
                    help="tokens prefilled and decoded per mode before any timing (0: none): MLX compiles each "
@@ -145,9 +151,9 @@ def main():
         Path(args.json).write_text(json.dumps({"model": loaded.model_id, "device": mx.device_info().get("device_name"),
                                                "rows": rows}, indent=2))
         print(json.dumps(rows))
-    print("context  mode          prefill tok/s  decode tok/s  KV GB")
+    print("context  mode               prefill tok/s  decode tok/s  KV GB")
     for r in rows:
-        print(f"{r['context']:7d}  {r['mode']:12s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
+        print(f"{r['context']:7d}  {r['mode']:17s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
               f"  {r.get('kv_gb', float('nan')):5.2f}{'  (prefill stopped)' if r['stopped'] else ''}")
 
 

@@ -2,7 +2,8 @@
 
 Tells per-token costs that grow with the context (a cache buffer copied instead of updated in
 place) from fixed ones (launches). Same shapes as bench/e2e_device.py (Llama-3.1-8B attention),
-one layer. Modes: Folio int4 (QuantizedCache + fused kernel) and mlx-lm's fp16 KVCache + SDPA.
+one layer. Modes: Folio int4 (QuantizedCache + fused kernel), the same without the exact tail
+(every token quantized at once), and mlx-lm's fp16 KVCache + SDPA.
 
     python3 bench/layer_probe.py 32768,131072
 """
@@ -46,14 +47,16 @@ def main():
     k1, v1 = (mx.random.normal((B, H, 1, D)).astype(mx.float16) for _ in range(2))
     q = mx.random.normal((B, HQ, 1, D)).astype(mx.float16)
     mx.eval(k1, v1, q)
-    print("context  cache  update ms  update+attend ms  pipelined ms  attend-only ms")
+    tail = kvcache.TAIL
+    print("context  cache        update ms  update+attend ms  pipelined ms  attend-only ms")
     for ctx in contexts:
-        for mode in ("int4", "fp16"):
-            c = kvcache.make_cache(loaded, mode)[0]
+        for mode in ("int4", "int4-notail", "fp16"):
+            kvcache.TAIL = 0 if mode.endswith("-notail") else tail
+            c = kvcache.make_cache(loaded, mode.removesuffix("-notail"))[0]
             e2e_device.fill([c], ctx)
 
             def attend(keys, values, mode=mode):
-                if mode == "int4":
+                if mode != "fp16":
                     return attention.attend(q, keys, D**-0.5)
                 return mx.fast.scaled_dot_product_attention(q, keys, values, scale=D**-0.5)
 
@@ -71,7 +74,7 @@ def main():
                 return attend(keys, values)
 
             u, s, p, a = timed(update), timed(step), timed(step, pipelined=True), timed(attend_only)
-            print(f"{ctx:7d}  {mode:5s}  {u:9.3f}  {s:16.3f}  {p:12.3f}  {a:14.3f}", flush=True)
+            print(f"{ctx:7d}  {mode:11s}  {u:9.3f}  {s:16.3f}  {p:12.3f}  {a:14.3f}", flush=True)
             del c, keys, values
             mx.clear_cache()
 
