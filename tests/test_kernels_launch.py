@@ -1,0 +1,93 @@
+"""What `kernels.decode_attention` hands MLX, checked on the CPU: the two launches' grids, params,
+template flags, inputs and output shapes (the kernels themselves run in test_kernels_device.py).
+MLX's kernel builders are replaced by recorders that return arrays of the requested shapes."""
+
+import math
+
+import mlx.core as mx
+import pytest
+
+from app.engine import kernels
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    calls = []
+
+    def builder(kernel, backend, input_names, output_names):
+        def launch(**kw):
+            calls.append((kernel, input_names, kw))
+            return [mx.zeros(s, dtype=d) for s, d in zip(kw["output_shapes"], kw["output_dtypes"])]
+
+        return launch
+
+    monkeypatch.setattr(kernels, "available", lambda: "cuda")
+    monkeypatch.setattr(kernels, "_build", builder)
+    return calls
+
+
+def _cache(B, n_kv, t_alloc, D, bits=4, group=64):
+    return mx.quantize(mx.zeros((B, n_kv, t_alloc, D), dtype=mx.float16), group, bits)
+
+
+CASES = {
+    "plain": dict(B=1, H=32, n_kv=8, D=128, length=32768, window=None, tail=0, transforms=False),
+    "window": dict(B=2, H=8, n_kv=2, D=64, length=5000, window=4096, tail=0, transforms=False),
+    "tail and transforms": dict(B=1, H=16, n_kv=2, D=256, length=4097, window=None, tail=37, transforms=True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_launches(launches, case):
+    c = CASES[case]
+    B, H, n_kv, D, length, window, n_tail = (c[k] for k in ("B", "H", "n_kv", "D", "length", "window", "tail"))
+    t_alloc = length + 300
+    q = mx.zeros((B, H, 1, D), dtype=mx.float16)
+    k, v = _cache(B, n_kv, t_alloc, D, 8, 64), _cache(B, n_kv, t_alloc, D)
+    extra = {}
+    if c["transforms"]:
+        extra = dict(rotate_q=True, rotate_out=True, v_mean=mx.ones((B, n_kv, 1, D)), k_mean=mx.ones((B, n_kv, 1, D)))
+    if n_tail:
+        extra["tail"] = (mx.zeros((B, n_kv, 64, D), dtype=mx.bfloat16),) * 2 + (n_tail,)
+    out = kernels.decode_attention(q, k, v, scale=0.1, length=length, k_bits=8, v_bits=4, k_group=64, v_group=64,
+                                   window=window, **extra)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    (p_name, p_inputs, p), (c_name, c_inputs, cb) = launches
+    assert (p_name, c_name) == ("decode_partial", "decode_combine")
+    assert p_inputs == kernels.INPUTS and len(p["inputs"]) == len(kernels.INPUTS)
+
+    nw, nt = kernels.warps_per_block(D, "cuda"), kernels.step_tokens(D)
+    start = length - window if window else 0
+    q_splits, chunk = kernels.split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
+    splits = q_splits + bool(n_tail)
+    assert math.ceil((length - start) / chunk) == q_splits
+    assert p["grid"] == (splits * nw * 32, B * n_kv, 1) and p["threadgroup"] == (nw * 32, 1, 1)
+    assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0]
+    assert p["output_shapes"] == [(B * H, splits, D), (B * H, splits, 2)]
+    t = dict(p["template"])
+    assert (t["T"], t["D"], t["G"], t["KBITS"], t["VBITS"], t["KGROUP"], t["VGROUP"]) == (
+        mx.float16, D, H // n_kv, 8, 4, 64, 64)
+    flags = c["transforms"]
+    assert (t["ROTQ"], t["TAILK"]) == (flags, bool(n_tail))
+    assert (t["KCTR"], t["VCTR"], t["ROTV"]) == ((flags and bool(n_tail)),) * 3
+    assert t["TT"] == (mx.bfloat16 if n_tail else mx.float32)
+
+    assert cb["inputs"][2].tolist()[:3] == [splits, H // n_kv, H]
+    assert cb["grid"] == (D * kernels.COMBINE_PARTS, B * H, 1)
+    assert dict(cb["template"])["CENTER"] == flags and dict(cb["template"])["ROTO"] == flags
+    assert cb["output_shapes"] == [(B, H, 1, D)]
+
+
+def test_poison_fills_every_output(launches):
+    q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
+    k = _cache(1, 2, 100, 64)
+    kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64, poison=True)
+    assert all(math.isnan(kw["init_value"]) for _, _, kw in launches)
+
+
+def test_a_tail_longer_than_the_buffer_is_refused(launches):
+    q = mx.zeros((1, 16, 1, 64), dtype=mx.float16)
+    k = _cache(1, 2, 100, 64)
+    tail = (mx.zeros((1, 2, 128, 64), dtype=mx.float16),) * 2 + (65,)
+    with pytest.raises(kernels.KernelUnsupported, match="tail of 65 tokens"):
+        kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64, tail=tail)
