@@ -123,9 +123,11 @@ def _floats(*values) -> mx.array:
     return a
 
 
-def _check(q, k, v, k_bits, v_bits, k_group, v_group):
-    B, H, L, D = q.shape
-    n_kv = k[0].shape[1]
+@functools.lru_cache(maxsize=128)
+def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, scale_dtypes, rotate_q, centered,
+             rotate_out, tail_dtype, tail_k_centered) -> tuple:
+    """What stays fixed while a layer decodes, checked and built once: (nw, nt, the partial's and
+    the combine's template arguments). Raises KernelUnsupported for a shape the kernels do not take."""
     if L != 1:
         raise KernelUnsupported(f"decode_attention takes one query token, got {L}.")
     if D not in HEAD_DIMS:
@@ -136,11 +138,19 @@ def _check(q, k, v, k_bits, v_bits, k_group, v_group):
         raise KernelUnsupported(f"group sizes {k_group}/{v_group} are not supported (32, 64 or 128).")
     if H % n_kv:
         raise KernelUnsupported(f"{H} query heads do not divide into {n_kv} KV heads.")
-    g = H // n_kv
-    if g > MAX_GQA:
-        raise KernelUnsupported(f"GQA ratio {g} is not supported by the fused kernel (at most {MAX_GQA}).")
-    if k[1].dtype != mx.float16 or v[1].dtype != mx.float16:
+    G = H // n_kv
+    if G > MAX_GQA:
+        raise KernelUnsupported(f"GQA ratio {G} is not supported by the fused kernel (at most {MAX_GQA}).")
+    if any(d != mx.float16 for d in scale_dtypes):
         raise KernelUnsupported("The fused kernel reads float16 scales and biases.")
+    nw, nt = warps_per_block(D, backend), step_tokens(D)
+    tail = tail_dtype is not None
+    partial = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits), ("KGROUP", k_group),
+               ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate_q),
+               ("TT", tail_dtype if tail else mx.float32), ("TAILK", tail), ("KCTR", tail and tail_k_centered),
+               ("VCTR", tail and centered), ("ROTV", tail and rotate_out)]
+    combine = [("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", rotate_out)]
+    return nw, nt, partial, combine
 
 
 def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
@@ -161,45 +171,42 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     backend = available()
     if backend is None:
         raise KernelUnsupported("No Metal or CUDA device: the fused attention kernel cannot run here.")
-    _check(q, k, v, k_bits, v_bits, k_group, v_group)
-    B, H, _, D = q.shape
+    B, H, L, D = q.shape
     n_kv, t_alloc = k[0].shape[1], k[0].shape[2]
+    n_tail = tail[2] if tail is not None else 0
+    tk, tv = tail[:2] if n_tail else (_floats(0.0), _floats(0.0))
+    centered = v_mean is not None
+    nw, nt, partial_template, combine_template = _variant(
+        backend, q.dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, (k[1].dtype, v[1].dtype), bool(rotate_q),
+        centered, bool(rotate_out), tk.dtype if n_tail else None, k_mean is not None)
     length = int(length)
     if not 0 < length <= t_alloc:
         raise KernelUnsupported(f"length {length} is outside the cache's {t_alloc} slots.")
-    start = max(0, length - int(window)) if window else 0
-    G = H // n_kv
-    nw, nt = warps_per_block(D, backend), step_tokens(D)
-    tk, tv, n_tail = tail if tail is not None and tail[2] > 0 else (_floats(0.0), _floats(0.0), 0)
-    splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     if n_tail and (tk.shape[:2] != (B, n_kv) or tk.shape[3] != D or tv.shape != tk.shape or n_tail > tk.shape[2]):
         raise KernelUnsupported(f"tail of shape {tk.shape} does not match the cache.")
+    G = H // n_kv
     if n_tail * G > MAX_GQA * D:
         raise KernelUnsupported(f"a tail of {n_tail} tokens is longer than the kernel's buffer ({MAX_GQA * D // G}).")
+    start = max(0, length - int(window)) if window else 0
+    splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     splits += bool(n_tail)  # the tail's own block: split 0
     params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0)
     init = float("nan") if poison else None
-    centered_k = n_tail and k_mean is not None
-    centered_v = n_tail and v_mean is not None
+    v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
 
     partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS)
     o_part, ml_part = partial(
-        inputs=[q, *k, *v, params, _floats(float(scale)), tk, tv, k_mean if centered_k else _floats(0.0),
-                v_mean.astype(mx.float32) if centered_v else _floats(0.0)],
-        template=[("T", q.dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-                  ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE),
-                  ("ROTQ", bool(rotate_q)), ("TT", tk.dtype), ("TAILK", bool(n_tail)), ("KCTR", bool(centered_k)),
-                  ("VCTR", bool(centered_v)), ("ROTV", bool(n_tail and rotate_out))],
+        inputs=[q, *k, *v, params, _floats(float(scale)), tk, tv,
+                k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32 if n_tail else _floats(0.0)],
+        template=partial_template,
         grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
         output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
         output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
     )
     combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",))
-    centered = v_mean is not None
     (out,) = combine(
-        inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0),
-                v_mean.astype(mx.float32) if centered else _floats(0.0)],
-        template=[("T", q.dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", bool(rotate_out))],
+        inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0), v_mean32],
+        template=combine_template,
         grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
         output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
     )
