@@ -53,6 +53,18 @@ def test_compressed_chunk_reads_more_error(model_dir, text, capsys):
     assert compressed["results"][0]["mean_kl"] > exact["mean_kl"]
 
 
+def test_decoding_reads_the_exact_tail(model_dir, text, capsys):
+    # Token by token every step decodes: with the tail the newest tokens are read unquantized.
+    from app.engine import kvcache
+
+    common = ["--model", str(model_dir("llama")), "--text", str(text), "--context", "48", "--windows", "1",
+              "--chunk", "1", "--kv", "int4", "--json"]
+    kept = json.loads(run_bench(capsys, *common, "--tail", "64")[1])
+    none = json.loads(run_bench(capsys, *common, "--tail", "0")[1])
+    assert (kept["tail"], none["tail"]) == (64, 0) and kvcache.TAIL == 64  # the setting is put back
+    assert kept["results"][0]["mean_kl"] < none["results"][0]["mean_kl"]
+
+
 def test_bad_input_gets_one_line(model_dir, tmp_path, capsys):
     code, out = run_bench(capsys, "--model", str(model_dir("llama")), "--text", str(tmp_path / "nope"))
     assert code == 1 and "No text file or folder" in out

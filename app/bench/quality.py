@@ -23,6 +23,9 @@ def add_arguments(p):
                    help="modes: fp16 int8 int4 auto, a spec like k8g128v4g64r, mlx-lm-4bit, mlx-lm-8bit")
     p.add_argument("--compressed-chunk", action="store_true",
                    help="Folio modes read each chunk's own K/V compressed too, as mlx-lm's cache does")
+    p.add_argument("--tail", type=int, default=None,
+                   help="Folio modes keep this many newest decode tokens exact (default: the cache's own, "
+                        "64; 0 quantizes every token at once); it matters with --chunk 1, where every step decodes")
     p.add_argument("--json", action="store_true")
 
 
@@ -94,8 +97,6 @@ def compare(ref, lp, targets) -> dict:
 
 
 def run(args) -> int:
-    import math
-
     import mlx.core as mx
 
     from app.engine import kvcache, loader, policy
@@ -116,7 +117,23 @@ def run(args) -> int:
         print(f"The text has {len(tokens):,} tokens; {args.windows} windows of {args.context:,} need {need:,}.")
         return 1
     loaded.model.set_dtype(mx.float32)
+    saved = kvcache.EXACT_CHUNK, kvcache.TAIL
     kvcache.EXACT_CHUNK = not args.compressed_chunk
+    if args.tail is not None:
+        kvcache.TAIL = args.tail
+    try:
+        return _measure(args, loaded, tokens)
+    finally:
+        kvcache.EXACT_CHUNK, kvcache.TAIL = saved
+
+
+def _measure(args, loaded, tokens) -> int:
+    """Every mode over every window against the fp16 cache; prints the table or the JSON."""
+    import math
+
+    import mlx.core as mx
+
+    from app.engine import kvcache
     per_mode = {m: [] for m in args.kv}
     bits = {}
     for w in range(args.windows):
@@ -141,7 +158,7 @@ def run(args) -> int:
             "per_window": [{"top1_agreement": r["top1"], "mean_kl": r["kl"]} for r in runs],
         })
     result = {"model": loaded.model_id, "context": args.context, "windows": args.windows, "chunk": args.chunk,
-              "weights": "float32",
+              "weights": "float32", "tail": kvcache.TAIL,
               "exact_chunk": not args.compressed_chunk, "results": results, "machine": machine()}
     rows = [[r["mode"], r["policy"], r["bits_per_element"], r["top1_agreement"],
              " / ".join(f"{x['top1_agreement']:.3f}" for x in r["per_window"]), r["mean_kl"],
@@ -151,7 +168,7 @@ def run(args) -> int:
                   "ppl change"], rows)
     how = "each chunk read compressed" if args.compressed_chunk else "each chunk's own K/V exact, the past compressed"
     emit(args, result, f"{loaded.model_id}, context {args.context}, {args.windows} windows, chunks of {args.chunk} "
-                       f"({how})\n{text}")
+                       f"({how}; exact tail {kvcache.TAIL})\n{text}")
     return 0
 
 
