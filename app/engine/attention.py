@@ -182,7 +182,8 @@ def _exact_tail_step(scale: float, dtype, rotate_k: bool, rotate_v: bool, k_cent
     """Compiled: the exact tail folded into a decode's online softmax, then the normalization.
 
     Takes the tail's whole buffers and its fill `n` as an array, so the trace holds while the
-    tail fills; slots past n are masked. The tail goes into the cache's space first (rotated,
+    tail fills; slots past n are masked. (A shapeless trace over the valid rows instead crashes
+    MLX 0.32 when there is one row: tried.) The tail goes into the cache's space first (rotated,
     then centered), as ExactTail.stored() does.
     """
     f32 = mx.float32
