@@ -242,9 +242,11 @@ class QuantizedCache:
     def _tail_takes(self, L: int, keys, values) -> bool:
         # Only once something is quantized (the means are fixed by then) and for a full-attention
         # layer: a window layer's ring already bounds what a step writes.
+        # A tail of another dtype or batch is flushed first (the general path), then rebuilt.
+        fits = self.tail_k is None or self.tail_n == 0 or (
+            self.tail_k.dtype == keys.dtype and self.tail_k.shape[0] == keys.shape[0])
         return (TAIL > 0 and L == 1 and self.window is None and self.k is not None and self._means_ready()
-                and keys.dtype == values.dtype and (self.tail_k is None or self.tail_k.dtype == keys.dtype
-                                                    or self.tail_n == 0))
+                and keys.dtype == values.dtype and fits)
 
     def _append_to_tail(self, keys, values):
         B, H, _, D = keys.shape
