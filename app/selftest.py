@@ -112,14 +112,17 @@ def _random_case(case, dtype):
     return q, k, v, kw
 
 
-def dequantized_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, tail=None):
-    """Plain fp32 attention over the dequantized cache (then the ExactTail `tail`, if any): the
-    oracle for the reference itself."""
+def dequantized_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, tail=None,
+                          skip=None):
+    """Plain fp32 attention over the dequantized cache (less the `skip` run of slots, then the
+    ExactTail `tail`, if any): the oracle for the reference itself."""
     import mlx.core as mx
 
     start = max(0, length - window) if window else 0
-    keys = mx.dequantize(*k, group_size=k_group, bits=k_bits)[:, :, start:length].astype(mx.float32)
-    values = mx.dequantize(*v, group_size=v_group, bits=v_bits)[:, :, start:length].astype(mx.float32)
+    seen = [j for j in range(start, length) if not skip or (j - skip[0]) % k[0].shape[2] >= skip[1]]
+    seen = mx.array(seen)
+    keys = mx.take(mx.dequantize(*k, group_size=k_group, bits=k_bits), seen, axis=2).astype(mx.float32)
+    values = mx.take(mx.dequantize(*v, group_size=v_group, bits=v_bits), seen, axis=2).astype(mx.float32)
     if tail is not None:
         tk, tv = tail.stored()
         keys, values = mx.concatenate([keys, tk], axis=2), mx.concatenate([values, tv], axis=2)

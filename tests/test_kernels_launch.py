@@ -34,6 +34,8 @@ CASES = {
     "plain": dict(B=1, H=32, n_kv=8, D=128, length=32768, window=None, tail=0, transforms=False),
     "window": dict(B=2, H=8, n_kv=2, D=64, length=5000, window=4096, tail=0, transforms=False),
     "tail and transforms": dict(B=1, H=16, n_kv=2, D=256, length=4097, window=None, tail=37, transforms=True),
+    "ring with a tail": dict(B=1, H=8, n_kv=1, D=128, length=512, window=None, tail=5, transforms=True,
+                             skip=(509, 5)),
 }
 
 
@@ -49,6 +51,8 @@ def test_launches(launches, case):
         extra = dict(rotate_q=True, rotate_out=True, v_mean=mx.ones((B, n_kv, 1, D)), k_mean=mx.ones((B, n_kv, 1, D)))
     if n_tail:
         extra["tail"] = (mx.zeros((B, n_kv, 64, D), dtype=mx.bfloat16),) * 2 + (n_tail,)
+    if "skip" in c:
+        extra["skip"] = c["skip"]
     out = kernels.decode_attention(q, k, v, scale=0.1, length=length, k_bits=8, v_bits=4, k_group=64, v_group=64,
                                    window=window, **extra)
     assert out.shape == q.shape and out.dtype == q.dtype
@@ -62,7 +66,9 @@ def test_launches(launches, case):
     splits = q_splits + bool(n_tail)
     assert math.ceil((length - start) / chunk) == q_splits
     assert p["grid"] == (splits * nw * 32, B * n_kv, 1) and p["threadgroup"] == (nw * 32, 1, 1)
-    assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0]
+    skip = c.get("skip", (0, 0))
+    assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0,
+                                       *skip]
     assert p["output_shapes"] == [(B * H, splits, D), (B * H, splits, 2)]
     t = dict(p["template"])
     assert (t["T"], t["D"], t["G"], t["KBITS"], t["VBITS"], t["KGROUP"], t["VGROUP"]) == (

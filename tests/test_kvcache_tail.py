@@ -125,7 +125,42 @@ def test_stats_count_the_tail_at_its_precision(monkeypatch):
     assert kvcache.describe([c], "int4")["kv_bits_per_element"] == (40 * 4.5 + 4 * 16) / 44
 
 
-def test_window_layers_keep_no_tail():
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("spec", ["int4", "auto"])
+def test_a_ring_with_a_tail_sees_exactly_its_window(spec, compiled, monkeypatch):
+    """A sliding-window layer's tail: the ring's oldest entries drop out of sight as the tail
+    fills (Compressed.skip), then the flush overwrites them. Against an oracle built from a
+    full-history cache that quantized every token at once."""
+    monkeypatch.setattr(kvcache, "TAIL", 8)
+    monkeypatch.setattr(attention, "COMPILE", compiled)
+    W = 32
+    ring = QuantizedCache(SPECS[spec], window=W)
+    prompt, (k, v) = _tokens(40, 14), _tokens(45, 15)
+    ring.update_and_fetch(*prompt)
+    monkeypatch.setattr(kvcache, "TAIL", 0)
+    full = QuantizedCache(SPECS[spec])
+    full.update_and_fetch(*prompt)
+    for i in range(45):
+        ki, vi = k[:, :, i : i + 1], v[:, :, i : i + 1]
+        monkeypatch.setattr(kvcache, "TAIL", 0)
+        full.update_and_fetch(ki, vi)
+        monkeypatch.setattr(kvcache, "TAIL", 8)
+        view, _ = ring.update_and_fetch(ki, vi)
+        offset, stored = ring.offset, ring.offset - ring.tail_n
+        assert view.tail.n == ring.tail_n > 0 and view.length == min(stored, W)
+        assert (view.skip or (0, 0))[1] == max(0, offset - W) - max(0, stored - W)
+        q = mx.random.normal((B, HKV * G, 1, D), key=mx.random.key(100 + i)).astype(mx.float16)
+        got = attention.attend(q, view, D**-0.5).astype(mx.float32)
+        # The oracle: positions [offset - W, stored) from the full history, the rest exact.
+        lo = max(0, offset - W)
+        past = attention.Compressed(tuple(a[:, :, lo:stored] for a in full.k), tuple(a[:, :, lo:stored] for a in full.v),
+                                    stored - lo, full.spec, v_mean=full.v_mean, tail=view.tail)
+        want = _oracle(q, past).astype(mx.float32)
+        assert mx.abs(got - want).max().item() < 2e-3 * max(1.0, mx.abs(want).max().item()), i
+
+
+def test_a_tail_as_long_as_the_window_is_not_kept(monkeypatch):
+    monkeypatch.setattr(kvcache, "TAIL", 32)
     c = QuantizedCache(SPECS["int4"], window=32)
     c.update_and_fetch(*_tokens(40, 10))
     view, _ = c.update_and_fetch(*_tokens(1, 11))

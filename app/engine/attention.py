@@ -62,13 +62,13 @@ def _slice(t: tuple, j0: int, j1: int, dtype) -> tuple:
 
 
 def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window, block, fresh=None, unpack=None,
-            tail=None):
+            tail=None, skip=None):
     """q (B, n_heads, L, D); the L queries are the last L of `length` positions.
 
     `fresh` = the exact (K, V) of those L positions, float32 (B, n_kv_heads, L, D): a prefill
     chunk's own keys and values are in memory anyway, so only the past is read compressed.
     `tail` = a decode's ExactTail, the newest tokens after the `length` quantized ones, which
-    the query sees whole.
+    the query sees whole; `skip` = (first slot, count) of slots it does not see (Compressed).
     """
     B, Hq, L, D = q.shape
     Hkv = k[0].shape[1]
@@ -89,6 +89,8 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
             if window is not None:
                 visible = visible & (kpos > qpos - window)
             s = mx.where(visible, s.reshape(B, Hkv, R, L, j1 - j0), _NEG).reshape(B, Hkv, R * L, j1 - j0)
+        if skip is not None and j0 is not None:
+            s = mx.where(_skipped(skip, j0, j1, k[0].shape[2]), _NEG, s)
         bm = s.max(axis=-1, keepdims=True)
         if run is None:
             p = mx.exp(s - bm)
@@ -127,6 +129,12 @@ def _attend(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window,
         raise ValueError("attention over an empty cache")
     _, l, acc = run
     return (acc / l).reshape(B, Hq, L, D).astype(q.dtype)
+
+
+def _skipped(skip: tuple, j0: int, j1: int, slots: int) -> mx.array:
+    """Which of slots [j0, j1) lie in the skipped run of `skip` = (first, count), modulo `slots`."""
+    rel = (mx.arange(j0, j1) - skip[0]) % slots
+    return rel < skip[1]
 
 
 def _qmm_fails_here() -> bool:
@@ -214,17 +222,19 @@ def _count(n: int) -> mx.array:
 
 
 def reference_decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
-                               tail=None):
-    """One query token per head over `length` valid slots of a compressed cache, then the
-    ExactTail `tail`, if any -> (B, n_heads, 1, D)."""
+                               tail=None, skip=None):
+    """One query token per head over `length` valid slots of a compressed cache (less the `skip`
+    run, if any), then the ExactTail `tail`, if any -> (B, n_heads, 1, D)."""
     B, Hq, L, D = q.shape
     # A decode query sees every slot from the window's start, so no block needs a mask.
     lo = 0 if window is None else max(0, length - window)
     # A one-slot block takes the plain ops: MLX 0.32's shapeless compile crashes on it (measured).
-    if not COMPILE or L != 1 or _qmm_fails_here() or (length - lo) % DECODE_BLOCK == 1 or length <= 0:
+    # A ring with a skipped run takes them too: the mask lives there.
+    if (not COMPILE or L != 1 or _qmm_fails_here() or (length - lo) % DECODE_BLOCK == 1 or length <= 0
+            or skip is not None):
         return _attend(q, k, v, scale=scale, length=length, k_bits=k_bits, v_bits=v_bits, k_group=k_group,
                        v_group=v_group, window=window, block=DECODE_BLOCK, unpack=_qmm_fails_here() or None,
-                       tail=tail)
+                       tail=tail, skip=skip)
     Hkv = k[0].shape[1]
     single, first, step, finish = _decode_steps(float(scale), q.dtype, k_bits, k_group, v_bits, v_group)
     xq = q.reshape(B, Hkv, Hq // Hkv, D)
@@ -426,6 +436,9 @@ class Compressed:
     v_mean: mx.array | None = None  # added back to the output when V was centered
     fresh: tuple | None = None  # a prefill chunk's exact (K, V), as stored before quantizing
     tail: "ExactTail | None" = None  # decode: the newest tokens, exact, after the `length` slots
+    # Decode on a window layer with a tail: (first slot, count) of ring slots out of the window
+    # (the oldest positions, which the tail's newer ones pushed out); may wrap past the last slot.
+    skip: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -466,7 +479,7 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
     if k.rotate:
         queries = rotation.rotate(queries)
     if queries.shape[2] == 1:  # the fused kernels, where they exist, were offered this step above
-        out = reference_decode_attention(queries, kv.k, kv.v, tail=kv.tail, **kw)
+        out = reference_decode_attention(queries, kv.k, kv.v, tail=kv.tail, skip=kv.skip, **kw)
     else:
         out = prefill_attention(queries, kv.k, kv.v, fresh=kv.fresh, **kw)
     if COMPILE and queries.shape[2] == 1:
@@ -483,7 +496,7 @@ def _fused_decode(queries, kv: Compressed, **kw):
         t = kv.tail
         return kernels.decode_attention(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
                                         rotate_out=kv.spec.v.rotate, tail=None if t is None else (t.k, t.v, t.n),
-                                        k_mean=None if t is None else t.k_mean, **kw)
+                                        k_mean=None if t is None else t.k_mean, skip=kv.skip, **kw)
     except _unsupported(kernels) as e:
         _say_fallback(str(e))
         return None

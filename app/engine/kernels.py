@@ -155,7 +155,7 @@ def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, sc
 
 def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
                      rotate_q: bool = False, v_mean=None, rotate_out: bool = False, tail=None, k_mean=None,
-                     poison: bool = False):
+                     skip=None, poison: bool = False):
     """Attention of one query token per head over the first `length` slots of a quantized cache.
 
     q: (B, n_heads, 1, head_dim); k, v: (packed, scales, biases) in mx.quantize's layout with shape
@@ -165,8 +165,10 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     and `rotate_out` rotates the output back (values stored centered and rotated). `tail` =
     (tail_k, tail_v, n): n more tokens after `length`, exact and as they came (not rotated or
     centered), in buffers (B, n_kv_heads, capacity, head_dim); `k_mean` is K's centering mean,
-    which the tail's scores are shifted by like the stored keys'. `poison` fills the outputs with
-    NaN before the kernels run (tests use it to prove every element is written).
+    which the tail's scores are shifted by like the stored keys'. `skip` = (first slot, count):
+    slots the query does not see, a run that may wrap past the last slot (a sliding-window ring
+    whose oldest entries the tail pushed out of the window). `poison` fills the outputs with NaN
+    before the kernels run (tests use it to prove every element is written).
     """
     backend = available()
     if backend is None:
@@ -190,7 +192,9 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     start = max(0, length - int(window)) if window else 0
     splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     splits += bool(n_tail)  # the tail's own block: split 0
-    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0)
+    skip_from, skip_n = skip if skip else (0, 0)
+    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
+                   skip_from, skip_n)
     init = float("nan") if poison else None
     v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
 
@@ -322,7 +326,7 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
-            ("vb", "float16", 4096, 4), ("params", "int32", 9, 1), ("scale", "float32", 1, 1),
+            ("vb", "float16", 4096, 4), ("params", "int32", 11, 1), ("scale", "float32", 1, 1),
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
            ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate),

@@ -66,7 +66,7 @@ class QuantizedCache:
         self.undo_k = self.undo_v = None  # the undo log's triples, allocated when the ring wraps
         self._undo_floor = 0  # lowest position whose eviction the log can still undo
         # The exact tail: the last tail_n decode tokens (B, n_kv_heads, TAIL, head_dim), not yet
-        # quantized; positions [offset - tail_n, offset). Only full-attention layers keep one.
+        # quantized; positions [offset - tail_n, offset). Window layers keep one if TAIL < window.
         self.tail_k = self.tail_v = None
         self.tail_n = 0
 
@@ -129,13 +129,9 @@ class QuantizedCache:
             self.offset += L
             view = attention.Compressed(self.k, self.v, self.offset, self.spec, v_mean=self.v_mean, fresh=fresh)
             return view, view
-        self._reserve(min(prev + L, W), B, H, D)
-        logged = self._log_evictions(prev, L, kq, vq)
         if L == 1:
-            self._write(prev % W, kq, vq, 0, 1)
+            self._ring_write(prev, 1, kq, vq, B, H, D)
             self.offset += 1
-            if logged:
-                self._tie_log()
             view = attention.Compressed(self.k, self.v, self.length, self.spec, v_mean=self.v_mean)
             return view, view
         # Prefill chunk on a window layer: the queries need up to window-1 older tokens, which
@@ -147,6 +143,17 @@ class QuantizedCache:
             v_seen = tuple(mx.concatenate([mx.take(a, order, axis=2), b], axis=2) for a, b in zip(self.v, vq))
         else:
             k_seen, v_seen = kq, vq
+        self._ring_write(prev, L, kq, vq, B, H, D)
+        self.offset += L
+        view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
+        return view, view
+
+    def _ring_write(self, prev: int, L: int, kq: tuple, vq: tuple, B: int, H: int, D: int):
+        """Positions [prev, prev+L) into a window layer's ring (slot p % window), logging first what
+        they evict; a chunk longer than the window keeps its last window tokens."""
+        W = self.window
+        self._reserve(min(prev + L, W), B, H, D)
+        logged = self._log_evictions(prev, L, kq, vq)
         keep = min(L, W)
         first = prev + L - keep
         done = 0
@@ -155,11 +162,8 @@ class QuantizedCache:
             n = min(keep - done, W - slot)
             self._write(slot, kq, vq, L - keep + done, n)
             done += n
-        self.offset += L
         if logged:
             self._tie_log()
-        view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
-        return view, view
 
     def _log_evictions(self, prev: int, L: int, kq: tuple, vq: tuple):
         """Before positions [prev, prev+L) are written, log the entries they evict (positions p-W).
@@ -240,13 +244,13 @@ class QuantizedCache:
         return layout.quantize(keys, self.spec.k), layout.quantize(values, self.spec.v), (keys, values)
 
     def _tail_takes(self, L: int, keys, values) -> bool:
-        # Only once something is quantized (the means are fixed by then) and for a full-attention
-        # layer: a window layer's ring already bounds what a step writes.
-        # A tail of another dtype or batch is flushed first (the general path), then rebuilt.
+        # Only once something is quantized (the means are fixed by then), and in a window layer
+        # only if the tail is shorter than the window. A tail of another dtype or batch is flushed
+        # first (the general path), then rebuilt.
         fits = self.tail_k is None or self.tail_n == 0 or (
             self.tail_k.dtype == keys.dtype and self.tail_k.shape[0] == keys.shape[0])
-        return (TAIL > 0 and L == 1 and self.window is None and self.k is not None and self._means_ready()
-                and keys.dtype == values.dtype and fits)
+        return (TAIL > 0 and L == 1 and (self.window is None or TAIL < self.window) and self.k is not None
+                and self._means_ready() and keys.dtype == values.dtype and fits)
 
     def _append_to_tail(self, keys, values):
         B, H, _, D = keys.shape
@@ -262,7 +266,16 @@ class QuantizedCache:
         self.offset += 1
         tail = attention.ExactTail(self.tail_k, self.tail_v, self.tail_n, self.spec.k.rotate, self.spec.v.rotate,
                                    self.k_mean, self.v_mean)
-        view = attention.Compressed(self.k, self.v, self.offset - self.tail_n, self.spec, v_mean=self.v_mean, tail=tail)
+        stored = self.offset - self.tail_n
+        if self.window is None:
+            view = attention.Compressed(self.k, self.v, stored, self.spec, v_mean=self.v_mean, tail=tail)
+            return view, view
+        # The ring holds positions [stored - W, stored); the window now starts at offset - W, so
+        # its oldest entries (the next ones a flush overwrites) are out of sight.
+        W = self.window
+        hidden = max(0, self.offset - W) - max(0, stored - W)
+        skip = (max(0, stored - W) % W, hidden) if hidden else None
+        view = attention.Compressed(self.k, self.v, min(stored, W), self.spec, v_mean=self.v_mean, tail=tail, skip=skip)
         return view, view
 
     def flush(self):
@@ -275,8 +288,11 @@ class QuantizedCache:
         kq, vq, _ = self._encode(tk, tv)
         first = self.offset - n
         B, H, _, D = tk.shape
-        self._reserve(first + n, B, H, D)
-        self._write(first, kq, vq, 0, n)
+        if self.window is None:
+            self._reserve(first + n, B, H, D)
+            self._write(first, kq, vq, 0, n)
+        else:
+            self._ring_write(first, n, kq, vq, B, H, D)
         self.tail_n = 0
 
     def _means_ready(self) -> bool:
@@ -312,9 +328,11 @@ class QuantizedCache:
         n = min(self.max_trim(), n)
         untail = min(n, self.tail_n)  # the newest tokens may still be exact: drop them there
         self.tail_n -= untail
-        if n and self.window is not None and self.offset > self.window:
-            self._undo(self.offset - n)
-        self.offset -= n
+        self.offset -= untail
+        rest = n - untail
+        if rest and self.window is not None and self.offset > self.window:
+            self._undo(self.offset - rest)
+        self.offset -= rest
         return n
 
     def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None):
@@ -434,7 +452,8 @@ def describe(caches, mode: str) -> dict:
     for c in caches:
         if isinstance(c, QuantizedCache):
             # The exact tail's tokens are held at the model's precision until quantized.
-            parts = [(max(c.length - c.tail_n, 1), c.spec.bits_per_element)]
+            stored = c.offset - c.tail_n
+            parts = [(max(min(stored, c.window) if c.window else stored, 1), c.spec.bits_per_element)]
             if c.tail_n:
                 parts.append((c.tail_n, 8.0 * c.tail_k.itemsize))
         elif hasattr(c, "keys") and c.keys is not None:
