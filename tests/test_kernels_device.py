@@ -159,3 +159,23 @@ def test_exact_tail_block(gqa, head_dim, length, n_tail):
     ref = selftest.undo_transforms(selftest.dequantized_attention)(q.astype(mx.float32), kq, vq, **args)
     err = rel_err(out, ref)
     assert err < TOL, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("gqa", [1, 8])
+@pytest.mark.parametrize("head_dim", [64, 256])
+@pytest.mark.parametrize("skip", [(0, 3), (1000, 24), (4090, 11)])   # at the start, inside, wrapping
+def test_ring_slots_out_of_sight(gqa, head_dim, skip):
+    # A sliding-window ring with an exact tail: a run of its slots (possibly wrapping past the
+    # last) is out of the window and must not be seen; the tail is.
+    from app import selftest
+
+    B, n_kv, D, W = 1, 2, head_dim, 4096
+    q = mx.random.normal((B, n_kv * gqa, 1, D)).astype(mx.float16)
+    kq, vq = quantized(B, n_kv, W, D, 4, 64), quantized(B, n_kv, W, D, 4, 64)
+    tail = tuple(mx.random.normal((B, n_kv, 64, D)).astype(mx.float16) for _ in range(2)) + (skip[1],)
+    args = dict(scale=D**-0.5, length=W, k_bits=4, v_bits=4, k_group=64, v_group=64, tail=tail, skip=skip)
+    out = kernels.decode_attention(q, kq, vq, poison=True, **args)
+    assert not mx.any(mx.isnan(out)).item(), "an output element was never written"
+    ref = selftest.undo_transforms(selftest.dequantized_attention)(q.astype(mx.float32), kq, vq, **args)
+    err = rel_err(out, ref)
+    assert err < TOL, f"relative error {err:.2e}"

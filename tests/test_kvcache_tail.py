@@ -153,8 +153,8 @@ def test_a_ring_with_a_tail_sees_exactly_its_window(spec, compiled, monkeypatch)
         got = attention.attend(q, view, D**-0.5).astype(mx.float32)
         # The oracle: positions [offset - W, stored) from the full history, the rest exact.
         lo = max(0, offset - W)
-        past = attention.Compressed(tuple(a[:, :, lo:stored] for a in full.k), tuple(a[:, :, lo:stored] for a in full.v),
-                                    stored - lo, full.spec, v_mean=full.v_mean, tail=view.tail)
+        seen = [tuple(a[:, :, lo:stored] for a in t) for t in (full.k, full.v)]
+        past = attention.Compressed(*seen, stored - lo, full.spec, v_mean=full.v_mean, tail=view.tail)
         want = _oracle(q, past).astype(mx.float32)
         assert mx.abs(got - want).max().item() < 2e-3 * max(1.0, mx.abs(want).max().item()), i
 

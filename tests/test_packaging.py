@@ -312,6 +312,15 @@ def test_kernel_check_catches_a_kernel_that_ignores_the_transforms(monkeypatch):
         selftest.check_attention()
 
 
+def test_kernel_check_catches_a_kernel_that_sees_skipped_slots(monkeypatch):
+    def sees_everything(q, k, v, *, skip=None, **kw):
+        return selftest.undo_transforms(selftest.dequantized_attention)(q, k, v, **kw)
+
+    _fake_kernels(monkeypatch, sees_everything)
+    with pytest.raises(selftest.CheckFailed, match="rotated, centered cache"):
+        selftest.check_attention()
+
+
 def test_kernel_check_catches_a_wrong_kernel(monkeypatch):
     def off_by_a_bit(q, k, v, **kw):
         return selftest.undo_transforms(selftest.dequantized_attention)(q, k, v, **kw) * 1.05

@@ -29,8 +29,8 @@ EXACT_CHUNK = True
 # tag), so a few hundred tokens cover the rewinds seen in practice, while the undo log stays a
 # small fixed cost per window layer (R tokens compressed, against a window of 512 to 4096).
 REWIND = 512
-# Decode tokens a full-attention layer keeps exact (in the model's dtype, as they came) before
-# quantizing them together: a decode step then writes two slices, as an fp16 cache does, instead
+# Decode tokens a layer keeps exact (in the model's dtype, as they came) before quantizing them
+# together (a sliding-window layer only if its window is longer): a decode step then writes two slices, as an fp16 cache does, instead
 # of rotating, centering and quantizing one token and writing six, and the newest tokens, which
 # attention weighs most, are read exactly. 0 quantizes every token at once.
 TAIL = 64
@@ -275,7 +275,8 @@ class QuantizedCache:
         W = self.window
         hidden = max(0, self.offset - W) - max(0, stored - W)
         skip = (max(0, stored - W) % W, hidden) if hidden else None
-        view = attention.Compressed(self.k, self.v, min(stored, W), self.spec, v_mean=self.v_mean, tail=tail, skip=skip)
+        view = attention.Compressed(self.k, self.v, min(stored, W), self.spec, v_mean=self.v_mean, tail=tail,
+                                    skip=skip)
         return view, view
 
     def flush(self):
