@@ -191,18 +191,15 @@ def _exact_tail_step(scale: float, dtype, rotate_k: bool, rotate_v: bool, k_cent
 
     Takes the tail's whole buffers and its fill `n` as an array, so the trace holds while the
     tail fills; slots past n are masked. (A shapeless trace over the valid rows instead crashes
-    MLX 0.32 when there is one row: tried.) The tail goes into the cache's space first (rotated,
-    then centered), as ExactTail.stored() does.
+    MLX 0.32 when there is one row: tried.) The tail goes into the cache's space first
+    (`_as_stored`, as ExactTail.stored() does).
     """
     f32 = mx.float32
 
     def fold(m, l, acc, q, tk, tv, n, *means):
-        means = list(means)
-        tk, tv = tk.astype(f32), tv.astype(f32)
-        tk = rotation.rotate(tk) if rotate_k else tk
-        tv = rotation.rotate(tv) if rotate_v else tv
-        tk = tk - means.pop(0) if k_centered else tk
-        tv = tv - means.pop(0) if v_centered else tv
+        means = iter(means)
+        tk, tv = _as_stored(tk, tv, rotate_k, rotate_v, next(means) if k_centered else None,
+                            next(means) if v_centered else None)
         s = (q.astype(f32) * scale) @ tk.swapaxes(-1, -2)
         s = mx.where(mx.arange(tk.shape[2]) < n, s, _NEG)
         m_new = mx.maximum(m, s.max(axis=-1, keepdims=True))
@@ -457,10 +454,16 @@ class ExactTail:
 
     def stored(self) -> tuple:
         """The n tokens' (K, V) as the cache stores the rest (float32)."""
-        tk, tv = (a[:, :, : self.n].astype(mx.float32) for a in (self.k, self.v))
-        tk = rotation.rotate(tk) if self.rotate_k else tk
-        tv = rotation.rotate(tv) if self.rotate_v else tv
-        return (tk if self.k_mean is None else tk - self.k_mean), (tv if self.v_mean is None else tv - self.v_mean)
+        tk, tv = (a[:, :, : self.n] for a in (self.k, self.v))
+        return _as_stored(tk, tv, self.rotate_k, self.rotate_v, self.k_mean, self.v_mean)
+
+
+def _as_stored(tk, tv, rotate_k: bool, rotate_v: bool, k_mean, v_mean) -> tuple:
+    """Exact K, V into the space the cache quantizes in: float32, rotated, then centered."""
+    tk, tv = tk.astype(mx.float32), tv.astype(mx.float32)
+    tk = rotation.rotate(tk) if rotate_k else tk
+    tv = rotation.rotate(tv) if rotate_v else tv
+    return (tk if k_mean is None else tk - k_mean), (tv if v_mean is None else tv - v_mean)
 
 
 calls = 0  # how many times Folio's attention ran through the seam (the route probe reads it)

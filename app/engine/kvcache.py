@@ -84,6 +84,11 @@ class QuantizedCache:
         return min(self.offset, self.window) if self.window else self.offset
 
     @property
+    def stored(self) -> int:
+        """Tokens quantized so far: all but the exact tail's."""
+        return self.offset - self.tail_n
+
+    @property
     def slots(self) -> int:
         return 0 if self.k is None else self.k[0].shape[2]
 
@@ -266,7 +271,7 @@ class QuantizedCache:
         self.offset += 1
         tail = attention.ExactTail(self.tail_k, self.tail_v, self.tail_n, self.spec.k.rotate, self.spec.v.rotate,
                                    self.k_mean, self.v_mean)
-        stored = self.offset - self.tail_n
+        stored = self.stored
         if self.window is None:
             view = attention.Compressed(self.k, self.v, stored, self.spec, v_mean=self.v_mean, tail=tail)
             return view, view
@@ -287,7 +292,7 @@ class QuantizedCache:
             return
         tk, tv = (a if n == a.shape[2] else a[:, :, :n] for a in (self.tail_k, self.tail_v))
         kq, vq, _ = self._encode(tk, tv)
-        first = self.offset - n
+        first = self.stored
         B, H, _, D = tk.shape
         if self.window is None:
             self._reserve(first + n, B, H, D)
@@ -453,7 +458,7 @@ def describe(caches, mode: str) -> dict:
     for c in caches:
         if isinstance(c, QuantizedCache):
             # The exact tail's tokens are held at the model's precision until quantized.
-            stored = c.offset - c.tail_n
+            stored = c.stored
             parts = [(max(min(stored, c.window) if c.window else stored, 1), c.spec.bits_per_element)]
             if c.tail_n:
                 parts.append((c.tail_n, 8.0 * c.tail_k.itemsize))
