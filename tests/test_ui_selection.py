@@ -3,19 +3,10 @@
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QGuiApplication
 
-from app.ui.chat_view import ChatView, Entry
+from app.ui.chat_view import Entry
+from ui_helpers import shown_chat_view
 
 ANSWER = "Pears ripen in October.\n\nApples ripen in September, mostly."
-
-
-def view(qtbot, entries):
-    v = ChatView()
-    qtbot.addWidget(v)
-    v.resize(900, 600)
-    v.show()
-    v.transcript.set_entries(entries)
-    qtbot.waitExposed(v)
-    return v
 
 
 def point_of(v, row: int, needle: str, end=False) -> QPoint:
@@ -41,7 +32,7 @@ def drag(qtbot, v, start: QPoint, stop: QPoint):
 
 
 def test_dragging_selects_text_in_a_message_and_cmd_c_copies_it(qtbot):
-    v = view(qtbot, [Entry(1, "user", "When do pears ripen?"), Entry(2, "assistant", ANSWER)])
+    v = shown_chat_view(qtbot, [Entry(1, "user", "When do pears ripen?"), Entry(2, "assistant", ANSWER)])
     before = v.viewport().grab().toImage()
     drag(qtbot, v, point_of(v, 1, "ripen in October"), point_of(v, 1, "September", end=True))
     assert v.selected_text() == "ripen in October.\nApples ripen in September"
@@ -57,7 +48,7 @@ def test_dragging_selects_text_in_a_message_and_cmd_c_copies_it(qtbot):
 
 
 def test_double_click_selects_a_word_and_select_all_the_whole_message(qtbot):
-    v = view(qtbot, [Entry(1, "assistant", ANSWER)])
+    v = shown_chat_view(qtbot, [Entry(1, "assistant", ANSWER)])
     qtbot.mouseDClick(v.viewport(), Qt.LeftButton, pos=point_of(v, 0, "Septem") + QPoint(3, 0))
     assert v.selected_text() == "September"
     qtbot.keyClick(v, Qt.Key_C, Qt.ControlModifier)
@@ -67,7 +58,7 @@ def test_double_click_selects_a_word_and_select_all_the_whole_message(qtbot):
 
 
 def test_links_still_act_on_a_click_and_a_streaming_answer_keeps_its_selection(qtbot):
-    v = view(qtbot, [Entry(1, "user", "hi"), Entry(2, "assistant", "Pears ripen", "generating")])
+    v = shown_chat_view(qtbot, [Entry(1, "user", "hi"), Entry(2, "assistant", "Pears ripen", "generating")])
     drag(qtbot, v, point_of(v, 1, "Pears"), point_of(v, 1, "ripen", end=True))
     assert v.selected_text() == "Pears ripen"
     for _ in range(40):  # the answer streams on under the selection

@@ -5,7 +5,8 @@ import random
 from PySide6.QtGui import QTextDocument
 
 from app.ui import chat_view, markdown
-from app.ui.chat_view import ChatView, Entry, stable_cut
+from app.ui.chat_view import Entry, stable_cut
+from ui_helpers import shown_chat_view
 
 PIECES = ["Some words here ", "and **bold** ", "`x` ", "\n\n", "- item one\n", "```python\nprint(1)\n", "```\n",
           "# Head\n", "more text. ", "~~~\n", "\n"]
@@ -22,18 +23,9 @@ def test_the_settled_part_ends_at_a_blank_line_outside_code_fences():
     assert stable_cut(closed, tail_chars=10) == len("```python\na\n```python\n\nb\n```\n\n")
 
 
-def view(qtbot, entries):
-    v = ChatView()
-    qtbot.addWidget(v)
-    v.resize(900, 700)
-    v.show()
-    v.transcript.set_entries(entries)
-    return v
-
-
 def test_a_streamed_answer_shows_the_same_text_as_a_full_render(qtbot, monkeypatch):
     monkeypatch.setattr(chat_view, "LIVE_TAIL_CHARS", 200)  # settle often, to exercise every path
-    v = view(qtbot, [Entry(1, "user", "hi"), Entry(2, "assistant", "", "generating")])
+    v = shown_chat_view(qtbot, [Entry(1, "user", "hi"), Entry(2, "assistant", "", "generating")], height=700)
     rng = random.Random(3)
     index = v.transcript.index(1)
     for _ in range(300):
@@ -59,7 +51,7 @@ def test_streaming_asks_the_other_rows_for_their_size_only_when_the_answer_grows
     entries = []
     for i in range(50):
         entries += [Entry(2 * i, "user", f"question {i}"), Entry(2 * i + 1, "assistant", f"answer {i}\n\n- a\n- b")]
-    v = view(qtbot, entries + [Entry(999, "assistant", "", "generating")])
+    v = shown_chat_view(qtbot, entries + [Entry(999, "assistant", "", "generating")], height=700)
     qtbot.waitExposed(v)
     rng = random.Random(0)
     calls.clear()

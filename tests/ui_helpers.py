@@ -1,10 +1,12 @@
-"""The main window for UI tests: opened on a fresh store with test preferences, a model loaded, closed cleanly."""
+"""The main window for UI tests: opened on a fresh store with test preferences, a model loaded, closed cleanly;
+and a chat view alone, shown with given entries."""
 
 import pytest
 from PySide6.QtCore import Qt
 
 from app.settings import Settings
 from app.store import Store
+from app.ui.chat_view import ChatView
 from app.ui.main_window import MainWindow
 
 WAIT = 60_000
@@ -57,3 +59,14 @@ def send(qtbot, window, text):
 
 def wait_idle(qtbot, window):
     qtbot.waitUntil(lambda: not window.answers and window.pending is None, timeout=WAIT)
+
+
+def shown_chat_view(qtbot, entries, height=600):
+    """A ChatView 900 wide showing `entries`, on screen."""
+    v = ChatView()
+    qtbot.addWidget(v)
+    v.resize(900, height)
+    v.show()
+    v.transcript.set_entries(entries)
+    qtbot.waitExposed(v)
+    return v
