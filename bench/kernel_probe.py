@@ -4,8 +4,9 @@
 
 --once runs four calls and exits (for ncu/nsys). Otherwise: the host time to build one call's graph
 (no evaluation), then the README timing (10 calls back to back, median of 20) for several
-TARGET_BLOCKS.
+TARGET_BLOCKS (PROBE_BLOCKS, a list), with and without PIPELINE (PROBE_PF=0 or 1: one of them).
 """
+import os
 import sys
 import time
 
@@ -42,9 +43,12 @@ for _ in range(200):
 sdpa_us = (time.perf_counter() - t) / 200 * 1e6
 print(f"ctx {ctx}: host build {build_us:.1f} us/call, 200 calls evaluated together {eval_us:.1f} us/call, "
       f"tiny SDPA with eval each {sdpa_us:.1f} us/call", flush=True)
-for pf, nt in ((True, 16), (True, 32), (False, 16), (False, 32)):
+plans = [(pf, nt) for pf in (True, False) for nt in (16, 32)]
+if os.environ.get("PROBE_PF") in ("0", "1"):  # one side of the sweep only
+    plans = [(pf, nt) for pf, nt in plans if pf == (os.environ["PROBE_PF"] == "1")]
+for pf, nt in plans:
     kernels.PIPELINE = pf
     kernels.step_tokens = lambda head_dim, nt=nt: nt   # tokens per warp step (registers vs bytes in flight)
-    for tb in (264, 528, 1056):
+    for tb in [int(x) for x in os.environ.get("PROBE_BLOCKS", "264,528,1056").split(",")]:
         kernels.TARGET_BLOCKS = tb
         print(f"ctx {ctx} pipeline {int(pf)} step_tokens {nt} target_blocks {tb}: {time_ms(folio):.4f} ms", flush=True)

@@ -179,3 +179,20 @@ def test_ring_slots_out_of_sight(gqa, head_dim, skip):
     ref = selftest.undo_transforms(selftest.dequantized_attention)(q.astype(mx.float32), kq, vq, **args)
     err = rel_err(out, ref)
     assert err < TOL, f"relative error {err:.2e}"
+
+
+def test_independent_calls_evaluated_together_agree():
+    # MLX may run independent kernels of one command buffer at once; one-pass decode counts finished
+    # blocks in device memory, so concurrent calls (and every later call) must each see their own
+    # counters at zero. Forty calls over three caches, evaluated together, twice.
+    D, H, n_kv = 128, 32, 8
+    caches = [(quantized(1, n_kv, n, D, 4, 64), quantized(1, n_kv, n, D, 4, 64), n) for n in (4097, 20000, 63)]
+    q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
+    args = dict(scale=D**-0.5, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    alone = [kernels.decode_attention(q, kq, vq, length=n, **args) for kq, vq, n in caches]
+    mx.eval(alone)
+    for _ in range(2):
+        together = [kernels.decode_attention(q, *caches[i % 3][:2], length=caches[i % 3][2], **args) for i in range(40)]
+        mx.eval(together)
+        for i, out in enumerate(together):
+            assert rel_err(out, alone[i % 3].astype(mx.float32)) < 1e-6, f"call {i}"

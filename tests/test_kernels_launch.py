@@ -10,18 +10,24 @@ import pytest
 from app.engine import kernels
 
 
+@pytest.fixture(params=["cuda", "metal"])
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
-def launches(monkeypatch):
+def launches(monkeypatch, backend):
     calls = []
 
-    def builder(kernel, backend, input_names, output_names):
+    def builder(kernel, backend, input_names, output_names, template):
         def launch(**kw):
-            calls.append((kernel, input_names, kw))
+            assert "template" not in kw  # the variant's constants are in its source
+            calls.append((kernel, input_names, dict(kw, template=template)))
             return [mx.zeros(s, dtype=d) for s, d in zip(kw["output_shapes"], kw["output_dtypes"])]
 
         return launch
 
-    monkeypatch.setattr(kernels, "available", lambda: "cuda")
+    monkeypatch.setattr(kernels, "available", lambda: backend)
     monkeypatch.setattr(kernels, "_build", builder)
     return calls
 
@@ -40,7 +46,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_launches(launches, case):
+def test_launches(launches, backend, case):
     c = CASES[case]
     B, H, n_kv, D, length, window, n_tail = (c[k] for k in ("B", "H", "n_kv", "D", "length", "window", "tail"))
     t_alloc = length + 300
@@ -56,11 +62,13 @@ def test_launches(launches, case):
     out = kernels.decode_attention(q, k, v, scale=0.1, length=length, k_bits=8, v_bits=4, k_group=64, v_group=64,
                                    window=window, **extra)
     assert out.shape == q.shape and out.dtype == q.dtype
-    (p_name, p_inputs, p), (c_name, c_inputs, cb) = launches
-    assert (p_name, c_name) == ("decode_partial", "decode_combine")
-    assert p_inputs == kernels.INPUTS and len(p["inputs"]) == len(kernels.INPUTS)
+    one_pass = kernels.ONE_PASS[backend]
+    assert [name for name, _, _ in launches] == ["decode_partial"] if one_pass else ["decode_partial", "decode_combine"]
+    p_name, p_inputs, p = launches[0]
+    names = kernels.ONE_PASS_INPUTS if one_pass else kernels.INPUTS
+    assert p_inputs == names and len(p["inputs"]) == len(names)
 
-    nw, nt = kernels.warps_per_block(D, "cuda"), kernels.step_tokens(D)
+    nw, nt = kernels.warps_per_block(D, backend), kernels.step_tokens(D)
     start = length - window if window else 0
     q_splits, chunk = kernels.split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     splits = q_splits + bool(n_tail)
@@ -69,7 +77,8 @@ def test_launches(launches, case):
     skip = c.get("skip", (0, 0))
     assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0,
                                        *skip]
-    assert p["output_shapes"] == [(B * H, splits, D), (B * H, splits, 2)]
+    partials = [(B * H, splits, D), (B * H, splits, 2)]
+    assert p["output_shapes"] == (partials + [(B, H, 1, D)] if one_pass else partials)
     t = dict(p["template"])
     assert (t["T"], t["D"], t["G"], t["KBITS"], t["VBITS"], t["KGROUP"], t["VGROUP"]) == (
         mx.float16, D, H // n_kv, 8, 4, 64, 64)
@@ -77,11 +86,41 @@ def test_launches(launches, case):
     assert (t["ROTQ"], t["TAILK"]) == (flags, bool(n_tail))
     assert (t["KCTR"], t["VCTR"], t["ROTV"]) == ((flags and bool(n_tail)),) * 3
     assert t["TT"] == (mx.bfloat16 if n_tail else mx.float32)
-
+    assert (t["CENTER"], t["ROTO"]) == (flags, flags)
+    assert p["inputs"][12].shape == ((B, n_kv, 1, D) if flags else (1,))  # V's mean, whenever centered
+    if one_pass:
+        sem = p["inputs"][13]
+        assert sem.shape == (B * n_kv,) and sem.dtype == mx.int32 and sem.tolist() == [0] * (B * n_kv)
+        return
+    _, _, cb = launches[1]
     assert cb["inputs"][2].tolist()[:3] == [splits, H // n_kv, H]
     assert cb["grid"] == (D * kernels.COMBINE_PARTS, B * H, 1)
     assert dict(cb["template"])["CENTER"] == flags and dict(cb["template"])["ROTO"] == flags
     assert cb["output_shapes"] == [(B, H, 1, D)]
+
+
+def test_one_pass_calls_take_counters_in_turn(monkeypatch):
+    # Independent calls in one MLX command buffer may run at once: each needs counters of its own.
+    monkeypatch.setattr(kernels, "available", lambda: "cuda")
+    seen = []
+
+    def builder(kernel, backend, input_names, output_names, template):
+        def launch(**kw):
+            seen.append(id(kw["inputs"][-1]))
+            return [mx.zeros(s, dtype=d) for s, d in zip(kw["output_shapes"], kw["output_dtypes"])]
+        return launch
+
+    monkeypatch.setattr(kernels, "_build", builder)
+    q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
+    k = _cache(1, 2, 100, 64)
+    for _ in range(kernels.COUNTER_POOL):
+        kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    assert len(set(seen)) == kernels.COUNTER_POOL >= 21  # MLX runs up to 20 nodes per command buffer
+
+
+def test_one_pass_backends_match_their_preludes():
+    for backend, one_pass in kernels.ONE_PASS.items():
+        assert ("#define FOLIO_ONE_PASS 1" in kernels.header(backend)) == one_pass
 
 
 def test_poison_fills_every_output(launches):

@@ -8,7 +8,9 @@ state per (head, split), pass 2 merges them. See docs/kernels.md.
 
 import functools
 import hashlib
+import itertools
 import math
+import re
 from importlib import resources
 
 import mlx.core as mx
@@ -20,9 +22,19 @@ BITS = (4, 8)
 GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale", "tk", "tv", "kmean", "vmean")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
+# One-pass decode (the partial kernel's last block per KV head merges the splits; FOLIO_ONE_PASS in
+# the backend's prelude): one launch per layer instead of two. Its inputs add a counter, its outputs
+# the result.
+ONE_PASS = {"cuda": True, "metal": False}
+ONE_PASS_INPUTS = INPUTS + ("sem",)
+ONE_PASS_OUTPUTS = PARTIAL_OUTPUTS + ("out",)
+COUNTER_POOL = 64              # counters in turn: more than the calls one MLX command buffer runs at once (20)
 COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
-TARGET_BLOCKS = 528            # four blocks per SM on an H200 (132 SMs): one wave; see docs/kernels.md
-PIPELINE = True                # PF in decode_partial.body: load step i+1 while step i computes
+# Blocks a decode step aims for: two per SM on an H200 (132 SMs). With loads at immediate offsets
+# this beat four per SM and eight, with and without PIPELINE (bench/kernel_probe.py, 128K tokens,
+# 2026-11-29: 0.096 vs 0.102-0.127 ms); see docs/kernels.md.
+TARGET_BLOCKS = 264
+PIPELINE = False               # PF in decode_partial.body: load step i+1 while step i computes (slower, above)
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
 MAX_SPLITS = 1024              # decode_combine.body's threadgroup array of split weights
@@ -33,6 +45,7 @@ class KernelUnsupported(FolioError):
     """The fused kernel does not cover this shape; the reference path does."""
 
 
+@functools.lru_cache(maxsize=1)  # asked on every decode call; the machine does not change
 def available() -> str | None:
     """The GPU backend the kernels run on here: "metal", "cuda", or None (use the reference)."""
     if mx.metal.is_available():
@@ -53,20 +66,56 @@ def header(backend: str) -> str:
 
 
 def body(kernel: str, backend: str) -> str:
-    """The kernel body as handed to MLX: the backend's index prelude, then the shared body."""
-    return shader(f"{backend}_indices.h") + shader(f"{kernel}.body")
+    """The kernel body: the backend's index prelude, then the shared body, with its
+    `#include "x.inc"` lines replaced by those shared pieces (MLX compiles one string)."""
+    text = shader(f"{kernel}.body")
+    text = re.sub(r'^#include "([a-z_]+\.inc)"$', lambda m: shader(m.group(1)).rstrip("\n"), text, flags=re.M)
+    return shader(f"{backend}_indices.h") + text
 
 
-def kernel_name(kernel: str, backend: str) -> str:
+# How MLX names each dtype in the generated source.
+METAL_TYPES = {"float16": "float16_t", "bfloat16": "bfloat16_t", "float32": "float",
+               "uint32": "uint32_t", "int32": "int32_t"}
+CUDA_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float",
+              "uint32": "uint32_t", "int32": "int32_t"}
+
+
+def _type_name(dtype) -> str:
+    return dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1]
+
+
+def constants(backend: str, template) -> str:
+    """A variant's compile-time constants as declarations. They open the source handed to MLX
+    instead of going as MLX template arguments: MLX converts and formats those on every call
+    (measured on the H200: 4 us per call for the partial kernel's 16)."""
+    types = CUDA_TYPES if backend == "cuda" else METAL_TYPES
+    out = []
+    for name, value in template:
+        if isinstance(value, bool):
+            out.append(f"constexpr bool {name} = {'true' if value else 'false'};\n")
+        elif isinstance(value, int):
+            out.append(f"constexpr int {name} = {value};\n")
+        else:
+            out.append(f"typedef {types[_type_name(value)]} {name};\n")
+    return "".join(out)
+
+
+def source(kernel: str, backend: str, template=()) -> str:
+    """The source handed to MLX for one variant: its constants, then the kernel body."""
+    return constants(backend, template) + body(kernel, backend)
+
+
+def kernel_name(kernel: str, backend: str, template=()) -> str:
     # MLX's CUDA backend caches compiled PTX on disk by kernel name: a hash of the source in the
-    # name keeps an edited kernel from loading a stale build.
-    digest = hashlib.sha1((header(backend) + body(kernel, backend)).encode()).hexdigest()[:10]
+    # name keeps an edited kernel (or another variant) from loading a stale build.
+    digest = hashlib.sha1((header(backend) + source(kernel, backend, template)).encode()).hexdigest()[:10]
     return f"folio_{kernel}_{digest}"
 
 
 @functools.lru_cache(maxsize=None)
-def _build(kernel: str, backend: str, input_names: tuple, output_names: tuple):
-    name, src, hdr = kernel_name(kernel, backend), body(kernel, backend), header(backend)
+def _build(kernel: str, backend: str, input_names: tuple, output_names: tuple, template: tuple):
+    """One variant's kernel, built once (template: its constants, as (name, value) pairs)."""
+    name, src, hdr = kernel_name(kernel, backend, template), source(kernel, backend, template), header(backend)
     if backend == "metal":
         return mx.fast.metal_kernel(name=name, input_names=list(input_names),
                                     output_names=list(output_names), source=src, header=hdr)
@@ -80,10 +129,10 @@ SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup me
 
 
 def step_tokens(head_dim: int) -> int:
-    """NT in the kernel body: tokens a warp loads per step. With PIPELINE two steps are in flight,
-    and 16 tokens keep a head_dim-128 block at 128 registers (four blocks per SM on an H200; 32
-    tokens take 184, two blocks). The same for every head_dim: measured at 128 only."""
-    return 16
+    """NT in the kernel body: tokens a warp loads per step. Without PIPELINE, 32 beat 16 on the
+    H200 at head_dim 128 (bench/kernel_probe.py: 0.105 vs 0.113 ms at 128K tokens, 0.060 vs 0.066
+    at 32K); at 256, 32 tokens' registers would not fit (ptxas puts an array on the stack)."""
+    return 32 if head_dim <= 128 else 16
 
 
 def shared_bytes(head_dim: int, nw: int) -> int:
@@ -116,6 +165,22 @@ def _ints(*values) -> mx.array:
     return a
 
 
+_counters: dict[int, list] = {}
+_turn = itertools.count()
+
+
+def _counter(n: int) -> mx.array:
+    """n zeroed int32 counters for one one-pass call. A kernel leaves its counters at zero, and
+    calls take them in turn from a pool, so calls that run at once (independent ones in one MLX
+    command buffer) never share them."""
+    pool = _counters.get(n)
+    if pool is None:
+        # From a list, not mx.zeros: a broadcast scalar has no buffer of its own to count in.
+        pool = _counters[n] = [mx.array([0] * n, dtype=mx.int32) for _ in range(COUNTER_POOL)]
+        mx.eval(pool)
+    return pool[next(_turn) % COUNTER_POOL]
+
+
 @functools.lru_cache(maxsize=16)
 def _floats(*values) -> mx.array:
     a = mx.array(values, dtype=mx.float32)
@@ -145,11 +210,12 @@ def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, sc
         raise KernelUnsupported("The fused kernel reads float16 scales and biases.")
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     tail = tail_dtype is not None
-    partial = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits), ("KGROUP", k_group),
+    partial = (("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits), ("KGROUP", k_group),
                ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate_q),
                ("TT", tail_dtype if tail else mx.float32), ("TAILK", tail), ("KCTR", tail and tail_k_centered),
-               ("VCTR", tail and centered), ("ROTV", tail and rotate_out)]
-    combine = [("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", rotate_out)]
+               ("VCTR", tail and centered), ("ROTV", tail and rotate_out), ("CENTER", centered),
+               ("ROTO", rotate_out))
+    combine = (("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", rotate_out))
     return nw, nt, partial, combine
 
 
@@ -197,20 +263,23 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
                    skip_from, skip_n)
     init = float("nan") if poison else None
     v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
+    inputs = [q, *k, *v, params, _floats(float(scale)), tk, tv,
+              k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32]
+    launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1), init_value=init,
+                  verbose=VERBOSE)
+    partial_shapes = [(B * H, splits, D), (B * H, splits, 2)]
 
-    partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS)
-    o_part, ml_part = partial(
-        inputs=[q, *k, *v, params, _floats(float(scale)), tk, tv,
-                k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32 if n_tail else _floats(0.0)],
-        template=partial_template,
-        grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
-        output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
-        output_dtypes=[mx.float32, mx.float32], init_value=init, verbose=VERBOSE,
-    )
-    combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",))
+    if ONE_PASS[backend]:
+        one_pass = _build("decode_partial", backend, ONE_PASS_INPUTS, ONE_PASS_OUTPUTS, partial_template)
+        *_, out = one_pass(inputs=inputs + [_counter(B * n_kv)], output_shapes=partial_shapes + [(B, H, 1, D)],
+                           output_dtypes=[mx.float32, mx.float32, q.dtype], **launch)
+        return out
+    partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
+    o_part, ml_part = partial(inputs=inputs, output_shapes=partial_shapes, output_dtypes=[mx.float32, mx.float32],
+                              **launch)
+    combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",), combine_template)
     (out,) = combine(
         inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0), v_mean32],
-        template=combine_template,
         grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
         output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
     )
@@ -218,10 +287,6 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
 
 
 # -- the generated source, as MLX assembles it (for the compile checks) -------------------------
-METAL_TYPES = {"float16": "float16_t", "bfloat16": "bfloat16_t", "float32": "float",
-               "uint32": "uint32_t", "int32": "int32_t"}
-CUDA_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float",
-              "uint32": "uint32_t", "int32": "int32_t"}
 METAL_ATTRIBUTES = (
     ("dispatch_quadgroups_per_threadgroup", "uint"), ("dispatch_simdgroups_per_threadgroup", "uint"),
     ("dispatch_threads_per_threadgroup", "uint3"), ("grid_origin", "uint3"), ("grid_size", "uint3"),
@@ -317,11 +382,13 @@ def cuda_source(name, hdr, src, inputs, outputs, template) -> str:
 
 def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16",
                    rotate: bool = True):
-    """Both decode kernels' full source for one variant, assembled as MLX would for `backend`."""
+    """Both decode kernels' full source for one variant, assembled as MLX would for `backend` (on a
+    one-pass backend the partial kernel is the whole decode; the combine kernel is still checked)."""
     def assemble(kernel, inputs, outputs, tpl):
-        name = mlx_kernel_name(backend, kernel_name(kernel, backend), inputs, outputs, tpl)
+        # As decode_attention builds them: the constants in the source, no MLX template arguments.
+        name = mlx_kernel_name(backend, kernel_name(kernel, backend, tpl), inputs, outputs, [])
         build = metal_source if backend == "metal" else cuda_source
-        return build(name, header(backend), body(kernel, backend), inputs, outputs, tpl)
+        return build(name, header(backend), source(kernel, backend, tpl), inputs, outputs, [])
 
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
@@ -330,8 +397,12 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
            ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate),
-           ("TT", dtype), ("TAILK", True), ("KCTR", rotate), ("VCTR", rotate), ("ROTV", rotate)]
-    partial = assemble("decode_partial", q_in, [("o_part", "float32"), ("ml_part", "float32")], tpl)
+           ("TT", dtype), ("TAILK", True), ("KCTR", rotate), ("VCTR", rotate), ("ROTV", rotate), ("CENTER", rotate),
+           ("ROTO", rotate)]
+    outputs = [("o_part", "float32"), ("ml_part", "float32")]
+    if ONE_PASS[backend]:
+        q_in, outputs = q_in + [("sem", "int32", 8, 1)], outputs + [("out", dtype)]
+    partial = assemble("decode_partial", q_in, outputs, tpl)
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),
                         ("vmean", "float32", 4096, 4)],

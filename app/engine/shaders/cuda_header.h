@@ -21,13 +21,27 @@ typedef __half half_t;
 #define FINF (__int_as_float(0x7f800000))
 
 FN float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
-FN float fast_exp2(float x) { return exp2f(x); }
+// The MUFU's exp2 as is: exp2f adds range fix-ups for subnormal results (four more instructions
+// per call), which probabilities below 2^-126 do not need.
+FN float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 FN float inv_sqrt(float x) { return rsqrtf(x); }
 FN float to_f32(float x) { return x; }
 FN float to_f32(__half x) { return __half2float(x); }
 FN float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 FN half_t to_half(float x) { return __float2half_rn(x); }
 template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
+
+// One-pass decode: decode_partial.body's last block of each KV head merges its splits
+// (merge_splits.inc), counting finished blocks with an atomic; pass 2 is then not launched.
+#define FOLIO_ONE_PASS 1
+FN void device_fence() { __threadfence(); }
+FN bool arrive(const int* counter, int n) { return atomicAdd(const_cast<int*>(counter), 1) == n - 1; }
+FN void depart(const int* counter) { atomicExch(const_cast<int*>(counter), 0); }
+FN float load_partial(const float* p) { return __ldcg(p); }   // from L2: other blocks wrote it
 
 FN uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
 FN __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }
@@ -37,20 +51,26 @@ FN uint pack_h2(float a, float b) { return h2_bits(__floats2half2_rn(a, b)); }
 // holding an integer m < 1024 gives the half 1024+m. dq_lo: m = n, minus 1024 gives n; dq_hi: m =
 // 16n (a nibble used where it sits, bits 4-7, saving the shift), times 1/16 minus 64 gives n. Both
 // exact; the mask and the OR are one LOP3. Then s*n+b, one fma.
-FN uint dq_lo(uint masked, uint s2, uint b2) {
-  return h2_bits(__hfma2(__hsub2(bits_h2(masked | 0x64006400u), bits_h2(0x64006400u)), bits_h2(s2), bits_h2(b2)));
+// (x & mask) | 0x64006400 as one LOP3: given two constants, the compiler emits an AND and an OR.
+FN uint codes_or_exponent(uint x, uint mask) {
+  uint y;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(y) : "r"(x), "r"(mask), "r"(0x64006400u));
+  return y;
 }
-FN uint dq_hi(uint masked, uint s2, uint b2) {
-  const __half2 n = __hfma2(bits_h2(masked | 0x64006400u), bits_h2(0x2C002C00u), bits_h2(0xD400D400u));  // 1/16, -64
+FN uint dq_lo(uint x, uint mask, uint s2, uint b2) {
+  return h2_bits(__hfma2(__hsub2(bits_h2(codes_or_exponent(x, mask)), bits_h2(0x64006400u)), bits_h2(s2), bits_h2(b2)));
+}
+FN uint dq_hi(uint x, uint mask, uint s2, uint b2) {
+  const __half2 n = __hfma2(bits_h2(codes_or_exponent(x, mask)), bits_h2(0x2C002C00u), bits_h2(0xD400D400u));  // 1/16, -64
   return h2_bits(__hfma2(n, bits_h2(s2), bits_h2(b2)));
 }
 // Codes j and j+EPW/2 of word w (MLX packs code i at bits BITS*i) dequantized into two halves.
 template <int BITS> FN uint dq_word(uint w, int j, uint s2, uint b2) {
   if (BITS == 4) {
     const uint x = (j & 2) ? (w >> 8) : w;
-    return (j & 1) ? dq_hi(x & 0x00F000F0u, s2, b2) : dq_lo(x & 0x000F000Fu, s2, b2);
+    return (j & 1) ? dq_hi(x, 0x00F000F0u, s2, b2) : dq_lo(x, 0x000F000Fu, s2, b2);
   }
-  return dq_lo((j ? (w >> 8) : w) & 0x00FF00FFu, s2, b2);
+  return dq_lo(j ? (w >> 8) : w, 0x00FF00FFu, s2, b2);
 }
 // n consecutive words from p[i] (i a multiple of n): one 16- or 8-byte load where n allows.
 template <int N> FN void load_words(uint (&dst)[N], const uint32_t* p, int i) {
@@ -90,9 +110,12 @@ FN uint byte_pair(uint a, uint b, int byte) {   // byte `byte` of a in bits 0-7,
 #define TOKEN_XOR_3 16
 struct Lane { int g, t; };
 FN Lane lane_of(uint lane) { return Lane{int(lane >> 2), int(lane & 3u)}; }
-FN int k_row(Lane l, int j) { return l.g + 8 * j; }
+// A lane's rows of a tile are its first row plus a constant: k_row(l, j) = k_row(l, 0) + k_row_off(j).
+FN int k_row_off(int j) { return 8 * j; }
+FN int v_row_off(int j) { return (j & 1) + 8 * (j >> 1); }
+FN int k_row(Lane l, int j) { return l.g + k_row_off(j); }
 FN int k_part(Lane l) { return l.t; }
-FN int v_row(Lane l, int j) { return 2 * l.t + (j & 1) + 8 * (j >> 1); }
+FN int v_row(Lane l, int j) { return 2 * l.t + v_row_off(j); }
 FN int v_part(Lane l) { return l.g; }
 FN int se_tok(Lane l, int e) { return l.g + 8 * (e >> 1); }
 FN int lane_head(Lane l, int h) { return 2 * l.t + h; }
@@ -205,11 +228,11 @@ FN void pv_tile(OAcc<D>& o, const PFrag& pf, const uint (&vw)[VR][VWL], const ha
       const int byte = VBITS == 4 ? j / 2 : j;
       const uint x01 = byte_pair(vw[0][w], vw[1][w], byte), x23 = byte_pair(vw[2][w], vw[3][w], byte);
       if (VBITS == 4 && (j & 1)) {
-        a[r] = dq_hi(x01 & 0x00F000F0u, s01, b01);
-        a[2 + r] = dq_hi(x23 & 0x00F000F0u, s23, b23);
+        a[r] = dq_hi(x01, 0x00F000F0u, s01, b01);
+        a[2 + r] = dq_hi(x23, 0x00F000F0u, s23, b23);
       } else {
-        a[r] = dq_lo(x01 & (VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu), s01, b01);
-        a[2 + r] = dq_lo(x23 & (VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu), s23, b23);
+        a[r] = dq_lo(x01, VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu, s01, b01);
+        a[2 + r] = dq_lo(x23, VBITS == 4 ? 0x000F000Fu : 0x00FF00FFu, s23, b23);
       }
     }
     mma16816(o.c[i], a[0], a[1], a[2], a[3], pf.r[0], pf.r[1]);

@@ -30,6 +30,11 @@ FN float to_f32(bfloat16_t x) { return float(x); }
 FN half_t to_half(float x) { return half_t(x); }
 template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
 
+// Decode runs in two launches here (decode_combine.body merges the splits): Metal's memory model
+// for one threadgroup reading another's results within a dispatch has not been validated on a Mac.
+#define FOLIO_ONE_PASS 0
+FN float load_partial(const device float* p) { return *p; }
+
 // 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b (see the CUDA side).
 FN half2 dq_pair(uint codes, half2 s2, half2 b2) {
   return fma(as_type<half2>(codes | 0x64006400u) - half2(half(1024.0f)), s2, b2);
@@ -68,9 +73,12 @@ FN Lane lane_of(uint lane) {
   const int qid = int(lane) / 4;
   return Lane{(qid & 4) + (int(lane) / 2) % 4, (qid & 2) * 2 + (int(lane) % 2) * 2};
 }
-FN int k_row(Lane l, int j) { return l.fm; }
+// A lane's rows of a tile are its first row plus a constant: k_row(l, j) = k_row(l, 0) + k_row_off(j).
+FN int k_row_off(int j) { return 0; }
+FN int v_row_off(int j) { return j; }
+FN int k_row(Lane l, int j) { return l.fm + k_row_off(j); }
 FN int k_part(Lane l) { return l.fn / 2; }
-FN int v_row(Lane l, int j) { return l.fn + j; }
+FN int v_row(Lane l, int j) { return l.fn + v_row_off(j); }
 FN int v_part(Lane l) { return l.fm; }
 FN int se_tok(Lane l, int e) { return l.fm; }
 FN int lane_head(Lane l, int h) { return l.fn + h; }

@@ -1,0 +1,96 @@
+"""Where one decode_attention call's host time goes, on the device: Python, each MLX custom-kernel
+call, and what a custom-kernel call costs per input, per template argument and per source byte.
+
+    python3 bench/host_probe.py [context]
+
+Each figure is the time to build N calls' graphs (no evaluation), per call; last, the README
+timing of the whole call (N back to back, evaluated) for comparison.
+"""
+import sys
+import time
+
+import mlx.core as mx
+
+from app.bench.attention_device import time_ms
+from app.engine import kernels
+
+N = 400
+ctx, H, HKV, D = int(sys.argv[1]) if len(sys.argv) > 1 else 4096, 64, 8, 128
+q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
+kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+mx.eval(q, kq, vq)
+
+
+def build_us(fn) -> float:
+    fn()
+    t = time.perf_counter()
+    keep = [fn() for _ in range(N)]
+    us = (time.perf_counter() - t) / N * 1e6
+    del keep
+    return us
+
+
+def folio():
+    return kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64, v_group=64)
+
+
+rows = [("decode_attention (whole call)", build_us(folio))]
+
+# The same call with MLX's kernel calls recorded instead of made: Python alone.
+recorded = []
+real_build = kernels._build
+
+
+def recorder(kernel, backend, input_names, output_names, template):
+    fn = real_build(kernel, backend, input_names, output_names, template)
+
+    def launch(**kw):
+        recorded.append((fn, kw))
+        return [None] * len(kw["output_shapes"])
+
+    return launch
+
+
+kernels._build = recorder
+rows.append(("  Python only (kernel calls recorded)", build_us(folio)))
+kernels._build = real_build
+per_call = 1 if kernels.ONE_PASS[kernels.available()] else 2   # one-pass: the partial kernel is the call
+(pfn, pkw) = recorded[-per_call]
+rows.append(("  partial kernel call alone", build_us(lambda: pfn(**pkw))))
+if per_call == 2:
+    cfn, ckw = recorded[-1]
+    ckw = dict(ckw, inputs=list(ckw["inputs"]))
+    ckw["inputs"][0] = mx.zeros(pkw["output_shapes"][0], mx.float32)
+    ckw["inputs"][1] = mx.zeros(pkw["output_shapes"][1], mx.float32)
+    mx.eval(ckw["inputs"])
+    rows.append(("  combine kernel call alone", build_us(lambda: cfn(**ckw))))
+
+# A trivial kernel: what inputs, template arguments and source size cost per call.
+x = mx.zeros((16,), mx.float32)
+mx.eval(x)
+
+
+def tiny(n_inputs, n_template, header=""):
+    names = [f"x{i}" for i in range(n_inputs)]
+    k = mx.fast.cuda_kernel(name=f"probe_{n_inputs}_{n_template}_{len(header)}", input_names=names,
+                            output_names=["out"], source="if (threadIdx.x == 0) out[0] = x0[0];", header=header)
+    tpl = [(f"A{i}", i) for i in range(n_template)]
+    return lambda: k(inputs=[x] * n_inputs, template=tpl, grid=(32, 1, 1), threadgroup=(32, 1, 1),
+                     output_shapes=[(1,)], output_dtypes=[mx.float32])
+
+
+big_header = kernels.header("cuda") + "\n" + "// pad\n" * 2000
+for label, f in (("tiny kernel: 1 input, no template", tiny(1, 0)),
+                 ("tiny kernel: 13 inputs", tiny(13, 0)),
+                 ("tiny kernel: 1 input, 16 template args", tiny(1, 16)),
+                 ("tiny kernel: 1 input, 30 KB header", tiny(1, 0, big_header))):
+    mx.eval(f())
+    rows.append((label, build_us(f)))
+rows.append(("fp16 SDPA call (1 query)", build_us(lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))))
+
+for label, us in rows:
+    print(f"{label:45s} {us:7.1f} us/call (graph build, no eval)")
+print(f"README timing of the whole call at {ctx}: {time_ms(folio) * 1e3:.1f} us/call")
+t1 = tiny(1, 0)
+print(f"README timing of the tiny kernel: {time_ms(t1) * 1e3:.1f} us/call")
