@@ -493,7 +493,7 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
 
 def _fused_decode(queries, kv: Compressed, **kw):
     """The fused kernels with the query rotation and the output's un-centering and rotation back
-    inside them (two launches per layer in all), or None where they do not cover the shape."""
+    inside them (one launch per layer on CUDA, two on Metal), or None where they do not cover the shape."""
     kernels = _kernels()
     try:
         t = kv.tail

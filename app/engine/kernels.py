@@ -2,8 +2,9 @@
 
 The kernel bodies in shaders/ are written once against a small per-backend prelude (qualifiers,
 barriers, shuffles, thread indices) and handed to `mx.fast.metal_kernel` or `mx.fast.cuda_kernel`,
-each built once per variant. Decode is split-K (flash-decoding): pass 1 writes one partial softmax
-state per (head, split), pass 2 merges them. See docs/kernels.md.
+each built once per variant. Decode is split-K (flash-decoding): one partial softmax state per
+(head, split), then merged: on CUDA by the last block of each KV head in the same launch, on Metal
+by a second launch. See docs/kernels.md.
 """
 
 import functools
@@ -37,7 +38,7 @@ TARGET_BLOCKS = 264
 PIPELINE = False               # PF in decode_partial.body: load step i+1 while step i computes (slower, above)
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
-MAX_SPLITS = 1024              # decode_combine.body's threadgroup array of split weights
+MAX_SPLITS = 1024              # merge_splits.inc's threadgroup array of split weights
 VERBOSE = False                # print the generated source as MLX assembles it (debugging)
 
 
@@ -192,7 +193,7 @@ def _floats(*values) -> mx.array:
 def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, scale_dtypes, rotate_q, centered,
              rotate_out, tail_dtype, tail_k_centered) -> tuple:
     """What stays fixed while a layer decodes, checked and built once: (nw, nt, the partial's and
-    the combine's template arguments). Raises KernelUnsupported for a shape the kernels do not take."""
+    the combine's constants). Raises KernelUnsupported for a shape the kernels do not take."""
     if L != 1:
         raise KernelUnsupported(f"decode_attention takes one query token, got {L}.")
     if D not in HEAD_DIMS:
@@ -300,32 +301,20 @@ METAL_ATTRIBUTES = (
 )
 
 
-def mlx_kernel_name(backend, name, inputs, outputs, template) -> str:
-    """The name MLX gives the generated kernel (it is part of the source)."""
-    def tval(v):
-        return METAL_TYPES[v] if isinstance(v, str) else str(int(v))
+def mlx_kernel_name(backend, name, inputs, outputs) -> str:
+    """The name MLX gives the generated kernel (it is part of the source), for a kernel called
+    without template arguments, as Folio's are (kernels.constants)."""
     if backend == "cuda":
-        return "custom_kernel_" + name + "".join(
-            "_" + ("t" if v else "f") if isinstance(v, bool) else "_" + tval(v) for _, v in template)
+        return "custom_kernel_" + name
     out = "custom_kernel_" + name
-    if template:
-        out += "_" + "_".join(tval(v) for _, v in template)
     for _n, dtype, size, ndim in inputs:
         out += "_" + METAL_TYPES[dtype] + ("s" if ndim == 0 else "c" if size < 8 else "")
     return out + "".join("_" + METAL_TYPES[d] for _n, d in outputs)
 
 
-def metal_source(name, hdr, src, inputs, outputs, template) -> str:
-    """MLX's metal_kernel assembly (write_signature): inputs are (name, dtype, size, ndim), outputs
-    (name, dtype), template (name, value) with value an int, bool or dtype name."""
-    def tval(v):
-        return METAL_TYPES[v] if isinstance(v, str) else str(int(v)).lower()
-    parts = [hdr]
-    if template:
-        kinds = ", ".join(("typename " if isinstance(v, str) else "bool " if isinstance(v, bool) else "int ") + n
-                          for n, v in template)
-        parts.append(f"template <{kinds}>\n")
-    parts.append(f"[[kernel]] void {name}(\n")
+def metal_source(name, hdr, src, inputs, outputs) -> str:
+    """MLX's metal_kernel assembly (write_signature) without template arguments: inputs are
+    (name, dtype, size, ndim), outputs (name, dtype)."""
     params, index = [], 0
     for n, dtype, size, ndim in inputs:
         loc = "constant" if size < 8 else "device"
@@ -340,11 +329,7 @@ def metal_source(name, hdr, src, inputs, outputs, template) -> str:
         params.append(f"  device {METAL_TYPES[dtype]}* {n} [[buffer({index})]]")
         index += 1
     params += [f"  {t} {a} [[{a}]]" for a, t in METAL_ATTRIBUTES if a in src]
-    parts.append(",\n".join(params) + ") {\n" + src + "\n}\n")
-    if template:
-        inst = f"{name}<{', '.join(tval(v) for _, v in template)}>"
-        parts.append(f'\ntemplate [[host_name("{name}")]] [[kernel]] decltype({inst}) {inst};\n')
-    return "".join(parts)
+    return hdr + f"[[kernel]] void {name}(\n" + ",\n".join(params) + ") {\n" + src + "\n}\n"
 
 
 # MLX 0.32's default CUDA header (checked byte for byte against its verbose output on the H200).
@@ -356,8 +341,9 @@ CUDA_DEFAULT_HEADER = """
 """
 
 
-def cuda_source(name, hdr, src, inputs, outputs, template) -> str:
-    """MLX's cuda_kernel assembly (build_kernel), with the same argument shapes as metal_source."""
+def cuda_source(name, hdr, src, inputs, outputs) -> str:
+    """MLX's cuda_kernel assembly (build_kernel) without template arguments, with the same argument
+    shapes as metal_source."""
     out = [CUDA_DEFAULT_HEADER, hdr, "namespace mlx::core::cu {\n\nnamespace cg = cooperative_groups;\n\n",
            f"__global__ void {name}(\n"]
     for n, dtype, _size, ndim in inputs:
@@ -367,15 +353,6 @@ def cuda_source(name, hdr, src, inputs, outputs, template) -> str:
             if ndim > 0 and n + suffix in src:
                 out.append(f"    {decl} {n}{suffix},\n")
     out.append(",\n".join(f"    {CUDA_TYPES[d]}* {n}" for n, d in outputs) + ") {\n")
-    for n, v in template:
-        if isinstance(v, bool):
-            out.append(f"  constexpr bool {n} = {str(v).lower()};\n")
-        elif isinstance(v, int):
-            out.append(f"  constexpr int {n} = {v};\n")
-        else:
-            out.append(f"  using {n} = {CUDA_TYPES[v]};\n")
-    if template:
-        out.append("\n")
     out.append(src + "\n}\n\n} // namespace mlx::core::cu\n")
     return "".join(out)
 
@@ -386,9 +363,9 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
     one-pass backend the partial kernel is the whole decode; the combine kernel is still checked)."""
     def assemble(kernel, inputs, outputs, tpl):
         # As decode_attention builds them: the constants in the source, no MLX template arguments.
-        name = mlx_kernel_name(backend, kernel_name(kernel, backend, tpl), inputs, outputs, [])
+        name = mlx_kernel_name(backend, kernel_name(kernel, backend, tpl), inputs, outputs)
         build = metal_source if backend == "metal" else cuda_source
-        return build(name, header(backend), source(kernel, backend, tpl), inputs, outputs, [])
+        return build(name, header(backend), source(kernel, backend, tpl), inputs, outputs)
 
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
