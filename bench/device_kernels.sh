@@ -2,10 +2,11 @@
 # On the H200 (after the install lines of ../shared/cuda/README.md): builds the fused decode kernels
 # through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
 # to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
-# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, PROBE=0, NCU=1, LAYER=1, E2E=0 skip or
-# add them; E2E_PREFILL / E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
-# are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, the
-# launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
+# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1, LAYER=1,
+# E2E=0 skip or add them (PROBE_PF / PROBE_BLOCKS narrow the launch-plan sweep); E2E_PREFILL /
+# E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
+# are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, a call's
+# host time by part, the launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
 # cache with and without its exact tail.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -18,6 +19,11 @@ SECONDS=0
 SECONDS=0
 [ "${BENCH:-1}" = 1 ] && timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \
   --head-dim 128 --json > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+if [ "${HOST:-1}" = 1 ]; then
+  SECONDS=0
+  timeout 60 python3 bench/host_probe.py 4096 > "$OUT/host.txt" 2>&1; echo "host probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  head -3 "$OUT/host.txt"
+fi
 if [ "${PROBE:-1}" = 1 ]; then
   SECONDS=0
   timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
