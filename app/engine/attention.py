@@ -326,12 +326,20 @@ def _say_fallback(what: str):
 
 def decode_attention(q, k, v, **kw):
     if path() != "reference":
-        kernels = _kernels()
-        try:
-            return kernels.decode_attention(q, k, v, **kw)
-        except _unsupported(kernels) as e:
-            _say_fallback(str(e))
+        out = _kernel_decode(q, k, v, **kw)
+        if out is not None:
+            return out
     return reference_decode_attention(q, k, v, **kw)
+
+
+def _kernel_decode(q, k, v, **kw):
+    """The fused kernels' decode, or None where they do not cover the shape (logged once)."""
+    kernels = _kernels()
+    try:
+        return kernels.decode_attention(q, k, v, **kw)
+    except _unsupported(kernels) as e:
+        _say_fallback(str(e))
+        return None
 
 
 def prefill_attention(q, k, v, fresh=None, **kw):
@@ -494,15 +502,10 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
 def _fused_decode(queries, kv: Compressed, **kw):
     """The fused kernels with the query rotation and the output's un-centering and rotation back
     inside them (one launch per layer on CUDA, two on Metal), or None where they do not cover the shape."""
-    kernels = _kernels()
-    try:
-        t = kv.tail
-        return kernels.decode_attention(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
-                                        rotate_out=kv.spec.v.rotate, tail=None if t is None else (t.k, t.v, t.n),
-                                        k_mean=None if t is None else t.k_mean, skip=kv.skip, **kw)
-    except _unsupported(kernels) as e:
-        _say_fallback(str(e))
-        return None
+    t = kv.tail
+    return _kernel_decode(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
+                          rotate_out=kv.spec.v.rotate, tail=None if t is None else (t.k, t.v, t.n),
+                          k_mean=None if t is None else t.k_mean, skip=kv.skip, **kw)
 
 
 def uncenter_unrotate(out, v_mean, rotate: bool):
