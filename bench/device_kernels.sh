@@ -2,8 +2,8 @@
 # On the H200 (after the install lines of ../shared/cuda/README.md): builds the fused decode kernels
 # through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
 # to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
-# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1, LAYER=1,
-# E2E=0 skip or add them (PROBE_PF / PROBE_BLOCKS narrow the launch-plan sweep); E2E_PREFILL /
+# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1 (NCU_FULL=1), LAYER=1,
+# E2E=0 skip or add them (PROBE_CTX, PROBE_PLANS, PROBE_BLOCKS, PROBE_ALT: bench/kernel_probe.py); E2E_PREFILL /
 # E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
 # are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, a call's
 # host time by part, the launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
@@ -26,15 +26,27 @@ if [ "${HOST:-1}" = 1 ]; then
 fi
 if [ "${PROBE:-1}" = 1 ]; then
   SECONDS=0
-  timeout ${PROBE_S:-60} python3 bench/kernel_probe.py 131072 > "$OUT/probe.txt" 2>&1
-  timeout 30 python3 bench/kernel_probe.py 32768 >> "$OUT/probe.txt" 2>&1; echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  timeout ${PROBE_S:-90} python3 bench/kernel_probe.py ${PROBE_CTX:-131072,32768,4096} > "$OUT/probe.txt" 2>&1
+  echo "probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 fi
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+  # Each plan's kernel time alone (ncu, clocks locked to base: comparable, not absolute), then
+  # one launch per NCU_FULL_CTX context in detail.
   SECONDS=0
-  timeout 120 ncu -k regex:folio_decode --launch-skip 2 --launch-count 4 --section SpeedOfLight --section Occupancy \
-    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-    python3 bench/kernel_probe.py 131072 --once > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
-  grep -E "folio_decode|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Stall|Waves Per SM" "$OUT/ncu.txt" | head -60
+  timeout ${NCU_S:-150} ncu --csv --metrics gpu__time_duration.sum -k regex:"folio|sdpa|attention" \
+    python3 bench/kernel_probe.py ${PROBE_CTX:-131072,32768,4096} --once > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+  echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  python3 bench/ncu_table.py "$OUT/ncu.csv" | tee "$OUT/ncu_table.txt"
+  if [ "${NCU_FULL:-0}" = 1 ]; then
+    for ctx in ${NCU_FULL_CTX:-131072}; do
+      PROBE_PLANS= PROBE_ALT= PROBE_BLOCKS= ONCE_CALLS=1 timeout 120 ncu -k regex:folio_decode --launch-skip 1 --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+        python3 bench/kernel_probe.py $ctx --once > "$OUT/ncu_$ctx.txt" 2>&1
+      echo "ncu sections at $ctx tokens:"
+      grep -E "Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Waves Per SM" "$OUT/ncu_$ctx.txt" | head -12
+    done
+  fi
 fi
 if [ "${LAYER:-0}" = 1 ]; then
   SECONDS=0

@@ -71,13 +71,14 @@ x = mx.zeros((16,), mx.float32)
 mx.eval(x)
 
 
-def tiny(n_inputs, n_template, header=""):
+def tiny(n_inputs, n_template, header="", n_outputs=1):
     names = [f"x{i}" for i in range(n_inputs)]
-    k = mx.fast.cuda_kernel(name=f"probe_{n_inputs}_{n_template}_{len(header)}", input_names=names,
-                            output_names=["out"], source="if (threadIdx.x == 0) out[0] = x0[0];", header=header)
+    outs = [f"out{i}" for i in range(n_outputs)]
+    k = mx.fast.cuda_kernel(name=f"probe_{n_inputs}_{n_template}_{len(header)}_{n_outputs}", input_names=names,
+                            output_names=outs, source="if (threadIdx.x == 0) out0[0] = x0[0];", header=header)
     tpl = [(f"A{i}", i) for i in range(n_template)]
     return lambda: k(inputs=[x] * n_inputs, template=tpl, grid=(32, 1, 1), threadgroup=(32, 1, 1),
-                     output_shapes=[(1,)], output_dtypes=[mx.float32])
+                     output_shapes=[(1,)] * n_outputs, output_dtypes=[mx.float32] * n_outputs)
 
 
 big_header = kernels.header("cuda") + "\n" + "// pad\n" * 2000
@@ -91,6 +92,24 @@ rows.append(("fp16 SDPA call (1 query)", build_us(lambda: mx.fast.scaled_dot_pro
 
 for label, us in rows:
     print(f"{label:45s} {us:7.1f} us/call (graph build, no eval)")
+
+
+def eval_us(fn) -> float:
+    # The host's cost of evaluating a call (encoding its kernel into MLX's CUDA graph, allocating
+    # its outputs), where the GPU's work is short: N built calls evaluated together, per call.
+    samples = []
+    for _ in range(5):
+        keep = [fn() for _ in range(N)]
+        t = time.perf_counter()
+        mx.eval(keep)
+        samples.append((time.perf_counter() - t) / N * 1e6)
+    return sorted(samples)[2]
+
+
+for label, f in (("decode_attention (whole call)", folio), ("tiny kernel: 1 input, 1 output", tiny(1, 0)),
+                 ("tiny kernel: 14 inputs, 1 output", tiny(14, 0)), ("tiny kernel: 1 input, 3 outputs", tiny(1, 0, "", 3)),
+                 ("fp16 SDPA call (1 query)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):
+    print(f"{label:45s} {eval_us(f):7.1f} us/call (evaluation of {N} built calls)")
 print(f"README timing of the whole call at {ctx}: {time_ms(folio) * 1e3:.1f} us/call")
 t1 = tiny(1, 0)
 print(f"README timing of the tiny kernel: {time_ms(t1) * 1e3:.1f} us/call")

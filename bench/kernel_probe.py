@@ -1,10 +1,19 @@
 """Probe of the fused decode kernel on the device: time per launch plan, host cost per call.
 
-    python3 bench/kernel_probe.py [context] [--once]
+    python3 bench/kernel_probe.py [contexts] [--once]
 
---once runs four calls and exits (for ncu/nsys). Otherwise: the host time to build one call's graph
-(no evaluation), then the README timing (10 calls back to back, median of 20) for several
-TARGET_BLOCKS (PROBE_BLOCKS, a list), with and without PIPELINE (PROBE_PF=0 or 1: one of them).
+contexts: comma-separated token counts (default 131072). --once launches each plan a few times
+for a profiler (see below; bench/ncu_table.py reads ncu's output). Otherwise, per context: the host time to build one call's graph
+(no evaluation) and the time of 200 built calls evaluated together (per call: the GPU's time
+where the GPU is the bottleneck), then the README timing (10 calls back to back, median of 20)
+for each launch plan:
+
+    PROBE_PLANS    "pf:nt:minb,..." (PIPELINE, step tokens, launch-bound blocks per SM; default
+                   the shipped plan only)
+    PROBE_BLOCKS   TARGET_BLOCKS values, "264,396,528", each optionally with MIN_TOKENS_PER_BLOCK:
+                   "264/512"
+    PROBE_ALT      a folder of other shader files (same names): every plan is timed with them
+                   too, as an A/B in one process ("alt" rows)
 """
 import os
 import sys
@@ -15,40 +24,96 @@ import mlx.core as mx
 from app.bench.attention_device import time_ms
 from app.engine import kernels
 
-ctx, H, HKV, D = int(sys.argv[1]) if len(sys.argv) > 1 else 131072, 64, 8, 128
-q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
-kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
-vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
-mx.eval(q, kq, vq)
+H, HKV, D = 64, 8, 128
+shipped = (kernels.PIPELINE, kernels.step_tokens(D), kernels.MIN_BLOCKS_PER_SM)
+real_shader = kernels.shader
 
 
-def folio():
-    return kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64, v_group=64)
+def use(pf: bool, nt: int, minb: int, shaders: str | None):
+    """Switch the kernels to a launch plan and shader set; the variant caches are dropped, since
+    they hold what the old globals made."""
+    kernels.PIPELINE, kernels.MIN_BLOCKS_PER_SM = pf, minb
+    kernels.step_tokens = lambda head_dim: nt
+    if shaders:
+        kernels.shader = lambda name: kernels._compact(open(os.path.join(shaders, name)).read())
+    else:
+        kernels.shader = real_shader
+    for cached in (kernels._variant, kernels._build):
+        cached.cache_clear()
 
 
+def data(ctx: int):
+    q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
+    kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+    vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+    mx.eval(q, kq, vq)
+    return lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
+                                            v_group=64)
+
+
+def host_and_gpu_us(fn, n=200) -> tuple[float, float]:
+    mx.eval(fn())
+    t = time.perf_counter()
+    outs = [fn() for _ in range(n)]
+    build = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    mx.eval(outs)
+    return build, (time.perf_counter() - t) / n * 1e6
+
+
+contexts = [int(c) for c in (sys.argv[1] if len(sys.argv) > 1 and sys.argv[1][0].isdigit() else "131072").split(",")]
+plans = [tuple(int(x) for x in p.split(":")) for p in os.environ.get("PROBE_PLANS", "").split(",") if p] or [shipped]
+# "264" or "264/512": TARGET_BLOCKS, and MIN_TOKENS_PER_BLOCK if given
+blocks = (os.environ.get("PROBE_BLOCKS") or str(kernels.TARGET_BLOCKS)).split(",")
+min_tokens = kernels.MIN_TOKENS_PER_BLOCK
+
+
+def plan_blocks(entry: str):
+    tb, _, mt = entry.partition("/")
+    kernels.TARGET_BLOCKS, kernels.MIN_TOKENS_PER_BLOCK = int(tb), int(mt) if mt else min_tokens
+shader_sets = [None] + ([os.environ["PROBE_ALT"]] if os.environ.get("PROBE_ALT") else [])
 if "--once" in sys.argv:
-    for _ in range(4):
-        mx.eval(folio())
+    # For a profiler: every (context, plan, shader set, blocks) in turn, ONCE_CALLS calls each, one
+    # evaluation per call (so none run at once), then fp16 SDPA over the same context. Each line
+    # printed names the launches that follow it, in order (bench/ncu_table.py pairs them).
+    calls = int(os.environ.get("ONCE_CALLS", "3"))
+    for ctx in contexts:
+        fn = data(ctx)
+        for pf, nt, minb in plans:
+            for shaders in shader_sets:
+                use(bool(pf), nt, minb, shaders)
+                for tb in blocks:
+                    plan_blocks(tb)
+                    mx.eval(fn())   # compiled before the profiled launches
+                    print(f"LAUNCHES {calls} ctx {ctx} pf {pf} nt {nt} minb {minb} "
+                          f"{'alt' if shaders else 'new'} blocks {tb}", flush=True)
+                    for _ in range(calls):
+                        mx.eval(fn())
+        k, v = (mx.random.normal((1, HKV, ctx, D)).astype(mx.float16) for _ in range(2))
+        q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
+        mx.eval(k, v, q)
+        mx.eval(mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0))
+        print(f"LAUNCHES {calls} ctx {ctx} fp16 SDPA", flush=True)
+        for _ in range(calls):
+            mx.eval(mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0))
     sys.exit(0)
-mx.eval(folio())
-t = time.perf_counter()
-outs = [folio() for _ in range(200)]
-build_us = (time.perf_counter() - t) / 200 * 1e6
-t = time.perf_counter()
-mx.eval(outs)
-eval_us = (time.perf_counter() - t) / 200 * 1e6
 t = time.perf_counter()
 for _ in range(200):
-    mx.eval(mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))
-sdpa_us = (time.perf_counter() - t) / 200 * 1e6
-print(f"ctx {ctx}: host build {build_us:.1f} us/call, 200 calls evaluated together {eval_us:.1f} us/call, "
-      f"tiny SDPA with eval each {sdpa_us:.1f} us/call", flush=True)
-plans = [(pf, nt) for pf in (True, False) for nt in (16, 32)]
-if os.environ.get("PROBE_PF") in ("0", "1"):  # one side of the sweep only
-    plans = [(pf, nt) for pf, nt in plans if pf == (os.environ["PROBE_PF"] == "1")]
-for pf, nt in plans:
-    kernels.PIPELINE = pf
-    kernels.step_tokens = lambda head_dim, nt=nt: nt   # tokens per warp step (registers vs bytes in flight)
-    for tb in [int(x) for x in os.environ.get("PROBE_BLOCKS", "264,528,1056").split(",")]:
-        kernels.TARGET_BLOCKS = tb
-        print(f"ctx {ctx} pipeline {int(pf)} step_tokens {nt} target_blocks {tb}: {time_ms(folio):.4f} ms", flush=True)
+    mx.eval(mx.fast.scaled_dot_product_attention(mx.zeros((1, 1, 1, 8)), mx.zeros((1, 1, 1, 8)),
+                                                 mx.zeros((1, 1, 1, 8)), scale=1.0))
+print(f"tiny SDPA with an eval each: {(time.perf_counter() - t) / 200 * 1e6:.1f} us/call", flush=True)
+for ctx in contexts:
+    fn = data(ctx)
+    for pf, nt, minb in plans:
+        for shaders in shader_sets:
+            use(bool(pf), nt, minb, shaders)
+            build, gpu = host_and_gpu_us(fn)
+            times = {}
+            for tb in blocks:
+                plan_blocks(tb)
+                times[tb] = time_ms(fn)
+            plan_blocks(blocks[0])
+            cells = "  ".join(f"{tb} blocks {ms:.4f} ms" for tb, ms in times.items())
+            print(f"ctx {ctx} pf {pf} nt {nt} minb {minb} {'alt' if shaders else 'new'}: build {build:.1f} us, "
+                  f"200 evaluated together {gpu:.1f} us/call; {cells}", flush=True)
+use(*shipped, None)

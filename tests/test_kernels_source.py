@@ -59,6 +59,11 @@ struct uint4 : vec<uint, 4> {
   uint x, y, z, w;
 };
 struct ulong2 : vec<ulong, 2> { using vec::vec; };
+struct float4 : vec<float, 4> {
+  using vec::vec;
+  float4() = default;
+  float x, y, z, w;
+};
 struct half2 : vec<half, 2> {
   using vec::vec;
   half2() = default;

@@ -31,14 +31,17 @@ ONE_PASS_INPUTS = INPUTS + ("sem",)
 ONE_PASS_OUTPUTS = PARTIAL_OUTPUTS + ("out",)
 COUNTER_POOL = 64              # counters in turn: more than the calls one MLX command buffer runs at once (20)
 COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
-# Blocks a decode step aims for: two per SM on an H200 (132 SMs). With loads at immediate offsets
-# this beat four per SM and eight, with and without PIPELINE (bench/kernel_probe.py, 128K tokens,
-# 2026-11-29: 0.096 vs 0.102-0.127 ms); see docs/kernels.md.
+# Blocks a decode step aims for: two per SM on an H200 (132 SMs). Kernel time under ncu
+# (bench/kernel_probe.py --once, bench/ncu_table.py; 2026-11-29, fifth session), head_dim 128,
+# 4-bit: pipelined 32-token steps 77.8 us at 128K tokens with 264 blocks against 86.3 with 528 and
+# 88.7-101.5 for unpipelined or 16-token plans, 46.0 us at 32K against 48.3-59.7; a launch bound
+# for four blocks per SM (MIN_BLOCKS_PER_SM) did not help. See docs/kernels.md.
 TARGET_BLOCKS = 264
-PIPELINE = False               # PF in decode_partial.body: load step i+1 while step i computes (slower, above)
+PIPELINE = True                # PF in decode_partial.body where the registers allow it (pipelined())
+MIN_BLOCKS_PER_SM = 0          # CUDA: a launch bound capping the decode kernel's registers (0: none)
 MIN_TOKENS_PER_BLOCK = 128     # below this a split costs more in partials than it saves
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
-MAX_SPLITS = 1024              # merge_splits.inc's threadgroup array of split weights
+MAX_SPLITS = 1024              # beyond this more splits only add partials to merge
 VERBOSE = False                # print the generated source as MLX assembles it (debugging)
 
 
@@ -81,6 +84,19 @@ def _compact(text: str) -> str:
 
 def header(backend: str) -> str:
     return shader(f"{backend}_header.h")
+
+
+def variant_header(kernel: str, backend: str, template=()) -> str:
+    """The header handed to MLX with one variant: the backend's prelude, and on CUDA, where the
+    variant's MINB (MIN_BLOCKS_PER_SM) is set, a launch bound on the kernel, which makes ptxas fit
+    its registers to that many blocks per SM. MLX writes the kernel's signature itself, so the
+    bound rides on the `__global__` it spells there."""
+    hdr = header(backend)
+    consts = dict(template)
+    if backend == "cuda" and consts.get("MINB"):
+        hdr += (f"#undef __global__\n#define __global__ __location__(global) "
+                f"__launch_bounds__({consts['NW'] * 32}, {consts['MINB']})\n")
+    return hdr
 
 
 def body(kernel: str, backend: str) -> str:
@@ -126,14 +142,16 @@ def source(kernel: str, backend: str, template=()) -> str:
 def kernel_name(kernel: str, backend: str, template=()) -> str:
     # MLX's CUDA backend caches compiled PTX on disk by kernel name: a hash of the source in the
     # name keeps an edited kernel (or another variant) from loading a stale build.
-    digest = hashlib.sha1((header(backend) + source(kernel, backend, template)).encode()).hexdigest()[:10]
+    digest = hashlib.sha1((variant_header(kernel, backend, template) + source(kernel, backend, template)).encode())
+    digest = digest.hexdigest()[:10]
     return f"folio_{kernel}_{digest}"
 
 
 @functools.lru_cache(maxsize=None)
 def _build(kernel: str, backend: str, input_names: tuple, output_names: tuple, template: tuple):
     """One variant's kernel, built once (template: its constants, as (name, value) pairs)."""
-    name, src, hdr = kernel_name(kernel, backend, template), source(kernel, backend, template), header(backend)
+    name, src = kernel_name(kernel, backend, template), source(kernel, backend, template)
+    hdr = variant_header(kernel, backend, template)
     if backend == "metal":
         return mx.fast.metal_kernel(name=name, input_names=list(input_names),
                                     output_names=list(output_names), source=src, header=hdr)
@@ -147,10 +165,17 @@ SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup me
 
 
 def step_tokens(head_dim: int) -> int:
-    """NT in the kernel body: tokens a warp loads per step. Without PIPELINE, 32 beat 16 on the
-    H200 at head_dim 128 (bench/kernel_probe.py: 0.105 vs 0.113 ms at 128K tokens, 0.060 vs 0.066
-    at 32K); at 256, 32 tokens' registers would not fit (ptxas puts an array on the stack)."""
+    """NT in the kernel body: tokens a warp loads per step. 32 beat 16 on the H200 at head_dim 128
+    (above); at 256, 32 tokens' registers would not fit (ptxas puts an array on the stack)."""
     return 32 if head_dim <= 128 else 16
+
+
+def pipelined(head_dim: int, k_bits: int, v_bits: int) -> bool:
+    """PF in the kernel body: the next step's loads are issued before this step is computed,
+    which holds two steps' words in registers. Where a step's words are few enough (head_dim 64,
+    or 128 with 4-bit K and V: 158-192 registers, no spills, by ptxas -v) that is the faster plan;
+    wider steps (8-bit at 128, anything at 256) would spill, and load then compute."""
+    return PIPELINE and head_dim * (k_bits + v_bits) <= 128 * 8
 
 
 def shared_bytes(head_dim: int, nw: int) -> int:
@@ -229,10 +254,10 @@ def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, sc
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     tail = tail_dtype is not None
     partial = (("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits), ("KGROUP", k_group),
-               ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate_q),
+               ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", pipelined(D, k_bits, v_bits)), ("ROTQ", rotate_q),
                ("TT", tail_dtype if tail else mx.float32), ("TAILK", tail), ("KCTR", tail and tail_k_centered),
                ("VCTR", tail and centered), ("ROTV", tail and rotate_out), ("CENTER", centered),
-               ("ROTO", rotate_out))
+               ("ROTO", rotate_out), ("MINB", MIN_BLOCKS_PER_SM if backend == "cuda" else 0))
     combine = (("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", centered), ("ROTO", rotate_out))
     return nw, nt, partial, combine
 
@@ -382,7 +407,7 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
         # As decode_attention builds them: the constants in the source, no MLX template arguments.
         name = mlx_kernel_name(backend, kernel_name(kernel, backend, tpl), inputs, outputs)
         build = metal_source if backend == "metal" else cuda_source
-        return build(name, header(backend), source(kernel, backend, tpl), inputs, outputs)
+        return build(name, variant_header(kernel, backend, tpl), source(kernel, backend, tpl), inputs, outputs)
 
     nw, nt = warps_per_block(D, backend), step_tokens(D)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
@@ -390,9 +415,9 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
             ("vb", "float16", 4096, 4), ("params", "int32", 11, 1), ("scale", "float32", 1, 1),
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", PIPELINE), ("ROTQ", rotate),
+           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", pipelined(D, k_bits, v_bits)), ("ROTQ", rotate),
            ("TT", dtype), ("TAILK", True), ("KCTR", rotate), ("VCTR", rotate), ("ROTV", rotate), ("CENTER", rotate),
-           ("ROTO", rotate)]
+           ("ROTO", rotate), ("MINB", MIN_BLOCKS_PER_SM if backend == "cuda" else 0)]
     outputs = [("o_part", "float32"), ("ml_part", "float32")]
     if ONE_PASS[backend]:
         q_in, outputs = q_in + [("sem", "int32", 8, 1)], outputs + [("out", dtype)]

@@ -42,6 +42,10 @@ FN void device_fence() { __threadfence(); }
 FN bool arrive(const int* counter, int n) { return atomicAdd(const_cast<int*>(counter), 1) == n - 1; }
 FN void depart(const int* counter) { atomicExch(const_cast<int*>(counter), 0); }
 FN float load_partial(const float* p) { return __ldcg(p); }   // from L2: other blocks wrote it
+FN void load_partial4(const float* p, float (&d)[4]) {         // four, one 16-byte load (p 16-byte aligned)
+  const float4 v = __ldcg(reinterpret_cast<const float4*>(p));
+  d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
+}
 
 FN uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
 FN __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }

@@ -34,6 +34,10 @@ template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
 // for one threadgroup reading another's results within a dispatch has not been validated on a Mac.
 #define FOLIO_ONE_PASS 0
 FN float load_partial(const device float* p) { return *p; }
+FN void load_partial4(const device float* p, thread float (&d)[4]) {   // one 16-byte load (p aligned)
+  const float4 v = *((const device float4*)p);
+  d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
+}
 
 // 1024+n for each 16-bit lane of `codes` (n < 256), minus 1024, times s plus b (see the CUDA side).
 FN half2 dq_pair(uint codes, half2 s2, half2 b2) {
