@@ -14,7 +14,8 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import mlx.core as mx, mlx_lm; print(mx.__version__, mlx_lm.__version__, mx.default_device())' | tee -a "$OUT/gpu.txt"
 SECONDS=0
-[ "${TESTS:-}" = none ] || timeout ${TEST_S:-170} python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py tests/test_attention_reference.py} \
+# TEST_PLAN: run the tests under a candidate launch plan (tests/test_kernels_device.py, FOLIO_TEST_PLAN).
+[ "${TESTS:-}" = none ] || FOLIO_TEST_PLAN=${TEST_PLAN:-} timeout ${TEST_S:-170} python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/test_kernels_device.py tests/test_attention_reference.py} \
   > "$OUT/test.log" 2>&1; echo "tests rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 SECONDS=0
 [ "${BENCH:-1}" = 1 ] && timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \

@@ -1,10 +1,11 @@
 """Where one decode_attention call's host time goes, on the device: Python, each MLX custom-kernel
 call, and what a custom-kernel call costs per input, per template argument and per source byte.
 
-    python3 bench/host_probe.py [context]
+    python3 bench/host_probe.py [context]      (HOST_N: calls per figure, 400)
 
-Each figure is the time to build N calls' graphs (no evaluation), per call; last, the README
-timing of the whole call (N back to back, evaluated) for comparison.
+Each figure is the time to build N calls' graphs (no evaluation), per call; then the host's cost
+of evaluating N built calls, per call; the kernel call under mx.compile (an experiment); last,
+the README timing of the whole call (10 back to back, evaluated) for comparison.
 """
 import sys
 import time
@@ -14,7 +15,7 @@ import mlx.core as mx
 from app.bench.attention_device import time_ms
 from app.engine import kernels
 
-N = 400
+N = int(__import__("os").environ.get("HOST_N", "400"))
 ctx, H, HKV, D = int(sys.argv[1]) if len(sys.argv) > 1 else 4096, 64, 8, 128
 q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
 kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
@@ -110,6 +111,26 @@ for label, f in (("decode_attention (whole call)", folio), ("tiny kernel: 1 inpu
                  ("tiny kernel: 14 inputs, 1 output", tiny(14, 0)), ("tiny kernel: 1 input, 3 outputs", tiny(1, 0, "", 3)),
                  ("fp16 SDPA call (1 query)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):
     print(f"{label:45s} {eval_us(f):7.1f} us/call (evaluation of {N} built calls)")
+# The same kernel call traced once by mx.compile and replayed: a compiled function's graph is rebuilt
+# from its tape, without MLX assembling the kernel's source again. Its host cost, and its output
+# against the direct call's (one call each; the counters are shared by the timed calls below).
+try:
+    pfn, pkw = recorded[-per_call]
+    ins = list(pkw["inputs"])
+
+    def direct(*xs):
+        return pfn(**dict(pkw, inputs=list(xs)))[-1]
+
+    compiled = mx.compile(direct)
+    want = direct(*ins)
+    mx.eval(want)
+    got = compiled(*ins)
+    mx.eval(got)
+    diff = mx.abs(want.astype(mx.float32) - got.astype(mx.float32)).max().item()
+    print(f"{'the kernel call, compiled (mx.compile)':45s} {build_us(lambda: compiled(*ins)):7.1f} us/call (graph build), "
+          f"{eval_us(lambda: compiled(*ins)):.1f} us/call (evaluation); max difference {diff:.2e}")
+except Exception as e:  # an experiment: report, do not stop the probe
+    print(f"mx.compile of the kernel call: {type(e).__name__}: {str(e)[:300]}")
 print(f"README timing of the whole call at {ctx}: {time_ms(folio) * 1e3:.1f} us/call")
 t1 = tiny(1, 0)
 print(f"README timing of the tiny kernel: {time_ms(t1) * 1e3:.1f} us/call")

@@ -8,8 +8,8 @@ for a profiler (see below; bench/ncu_table.py reads ncu's output). Otherwise, pe
 where the GPU is the bottleneck), then the README timing (10 calls back to back, median of 20)
 for each launch plan:
 
-    PROBE_PLANS    "pf:nt:minb,..." (PIPELINE, step tokens, launch-bound blocks per SM; default
-                   the shipped plan only)
+    PROBE_PLANS    "pf:nt:minb[:nw],..." (PIPELINE, step tokens, launch-bound blocks per SM, warps
+                   per block; default the shipped plan only)
     PROBE_BLOCKS   TARGET_BLOCKS values, "264,396,528", each optionally with MIN_TOKENS_PER_BLOCK:
                    "264/512"
     PROBE_ALT      a folder of other shader files (same names): every plan is timed with them
@@ -25,21 +25,17 @@ from app.bench.attention_device import time_ms
 from app.engine import kernels
 
 H, HKV, D = 64, 8, 128
-shipped = (kernels.PIPELINE, kernels.step_tokens(D), kernels.MIN_BLOCKS_PER_SM)
+shipped = (kernels.PIPELINE, kernels.STEP_TOKENS, kernels.MIN_BLOCKS_PER_SM, kernels.WARPS)
 real_shader = kernels.shader
 
 
-def use(pf: bool, nt: int, minb: int, shaders: str | None):
-    """Switch the kernels to a launch plan and shader set; the variant caches are dropped, since
-    they hold what the old globals made."""
-    kernels.PIPELINE, kernels.MIN_BLOCKS_PER_SM = pf, minb
-    kernels.step_tokens = lambda head_dim: nt
+def use(pf: bool, nt: int, minb: int, nw: int, shaders: str | None):
+    """Switch the kernels to a launch plan and shader set."""
     if shaders:
         kernels.shader = lambda name: kernels._compact(open(os.path.join(shaders, name)).read())
     else:
         kernels.shader = real_shader
-    for cached in (kernels._variant, kernels._build):
-        cached.cache_clear()
+    kernels.set_plan(pipeline=pf, step=nt, min_blocks=minb, warps=nw)
 
 
 def data(ctx: int):
@@ -47,8 +43,18 @@ def data(ctx: int):
     kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
     vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
     mx.eval(q, kq, vq)
-    return lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
-                                            v_group=64)
+    fn = lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
+                                          v_group=64)
+    # fp32 attention over the dequantized cache, as tests/test_kernels_device.py checks against
+    k, v = (mx.dequantize(*x, group_size=64, bits=4).astype(mx.float32) for x in (kq, vq))
+    qf = q.astype(mx.float32).reshape(1, HKV, H // HKV, D) * D**-0.5
+    ref = (mx.softmax(qf @ k.swapaxes(-1, -2), axis=-1) @ v).reshape(1, H, 1, D)
+    mx.eval(ref)
+    return fn, ref
+
+
+def rel_err(out, ref) -> float:
+    return (mx.linalg.norm((out.astype(mx.float32) - ref).flatten()) / mx.linalg.norm(ref.flatten())).item()
 
 
 def host_and_gpu_us(fn, n=200) -> tuple[float, float]:
@@ -62,7 +68,9 @@ def host_and_gpu_us(fn, n=200) -> tuple[float, float]:
 
 
 contexts = [int(c) for c in (sys.argv[1] if len(sys.argv) > 1 and sys.argv[1][0].isdigit() else "131072").split(",")]
-plans = [tuple(int(x) for x in p.split(":")) for p in os.environ.get("PROBE_PLANS", "").split(",") if p] or [shipped]
+# "pf:nt:minb" or "pf:nt:minb:nw" (warps per block, default the shipped WARPS)
+plans = [(tuple(int(x) for x in p.split(":")) + shipped[3:])[:4] for p in os.environ.get("PROBE_PLANS", "").split(",")
+         if p] or [shipped]
 # "264" or "264/512": TARGET_BLOCKS, and MIN_TOKENS_PER_BLOCK if given
 blocks = (os.environ.get("PROBE_BLOCKS") or str(kernels.TARGET_BLOCKS)).split(",")
 min_tokens = kernels.MIN_TOKENS_PER_BLOCK
@@ -70,7 +78,7 @@ min_tokens = kernels.MIN_TOKENS_PER_BLOCK
 
 def plan_blocks(entry: str):
     tb, _, mt = entry.partition("/")
-    kernels.TARGET_BLOCKS, kernels.MIN_TOKENS_PER_BLOCK = int(tb), int(mt) if mt else min_tokens
+    kernels.set_plan(target_blocks=int(tb), min_tokens=int(mt) if mt else min_tokens)
 shader_sets = [None] + ([os.environ["PROBE_ALT"]] if os.environ.get("PROBE_ALT") else [])
 if "--once" in sys.argv:
     # For a profiler: every (context, plan, shader set, blocks) in turn, ONCE_CALLS calls each, one
@@ -78,15 +86,15 @@ if "--once" in sys.argv:
     # printed names the launches that follow it, in order (bench/ncu_table.py pairs them).
     calls = int(os.environ.get("ONCE_CALLS", "3"))
     for ctx in contexts:
-        fn = data(ctx)
-        for pf, nt, minb in plans:
+        fn, ref = data(ctx)
+        for pf, nt, minb, nw in plans:
             for shaders in shader_sets:
-                use(bool(pf), nt, minb, shaders)
+                use(bool(pf), nt, minb, nw, shaders)
                 for tb in blocks:
                     plan_blocks(tb)
-                    mx.eval(fn())   # compiled before the profiled launches
-                    print(f"LAUNCHES {calls} ctx {ctx} pf {pf} nt {nt} minb {minb} "
-                          f"{'alt' if shaders else 'new'} blocks {tb}", flush=True)
+                    err = rel_err(fn(), ref)   # compiled (and checked) before the profiled launches
+                    print(f"LAUNCHES {calls} ctx {ctx} pf {pf} nt {nt} minb {minb} nw {nw} "
+                          f"{'alt' if shaders else 'new'} blocks {tb} (rel err {err:.1e})", flush=True)
                     for _ in range(calls):
                         mx.eval(fn())
         k, v = (mx.random.normal((1, HKV, ctx, D)).astype(mx.float16) for _ in range(2))
@@ -103,10 +111,10 @@ for _ in range(200):
                                                  mx.zeros((1, 1, 1, 8)), scale=1.0))
 print(f"tiny SDPA with an eval each: {(time.perf_counter() - t) / 200 * 1e6:.1f} us/call", flush=True)
 for ctx in contexts:
-    fn = data(ctx)
-    for pf, nt, minb in plans:
+    fn, ref = data(ctx)
+    for pf, nt, minb, nw in plans:
         for shaders in shader_sets:
-            use(bool(pf), nt, minb, shaders)
+            use(bool(pf), nt, minb, nw, shaders)
             build, gpu = host_and_gpu_us(fn)
             times = {}
             for tb in blocks:
@@ -114,6 +122,8 @@ for ctx in contexts:
                 times[tb] = time_ms(fn)
             plan_blocks(blocks[0])
             cells = "  ".join(f"{tb} blocks {ms:.4f} ms" for tb, ms in times.items())
-            print(f"ctx {ctx} pf {pf} nt {nt} minb {minb} {'alt' if shaders else 'new'}: build {build:.1f} us, "
-                  f"200 evaluated together {gpu:.1f} us/call; {cells}", flush=True)
+            print(f"ctx {ctx} pf {pf} nt {nt} minb {minb} nw {nw} {'alt' if shaders else 'new'}: rel err "
+                  f"{rel_err(fn(), ref):.1e}, build {build:.1f} us, 200 evaluated together {gpu:.1f} us/call; {cells}",
+                  flush=True)
 use(*shipped, None)
+plan_blocks(blocks[0])

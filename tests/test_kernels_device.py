@@ -5,12 +5,30 @@ outputs are poisoned with NaN first, so an element the kernel never writes fails
 oracle is fp32 attention over the dequantized cache, plus H1's reference where it runs.
 """
 
+import os
+
 import mlx.core as mx
 import pytest
 
 from app.engine import kernels
 
 pytestmark = pytest.mark.skipif(kernels.available() is None, reason="no Metal or CUDA device: the kernel cannot run here")
+# FOLIO_TEST_PLAN="pipeline:step:min_blocks:warps:target_blocks" (kernels.set_plan) runs the suite
+# under a candidate launch plan, to check it on the device before it ships.
+TEST_PLAN = os.environ.get("FOLIO_TEST_PLAN")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def launch_plan():
+    if not TEST_PLAN:
+        yield
+        return
+    pf, step, minb, nw, tb = (int(x) for x in TEST_PLAN.split(":"))
+    before = dict(pipeline=kernels.PIPELINE, step=kernels.STEP_TOKENS, min_blocks=kernels.MIN_BLOCKS_PER_SM,
+                  warps=kernels.WARPS, target_blocks=kernels.TARGET_BLOCKS)
+    kernels.set_plan(pipeline=pf, step=step, min_blocks=minb, warps=nw, target_blocks=tb)
+    yield
+    kernels.set_plan(**before)
 
 TOL = 2e-3
 

@@ -38,6 +38,8 @@ COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
 # for four blocks per SM (MIN_BLOCKS_PER_SM) did not help. See docs/kernels.md.
 TARGET_BLOCKS = 264
 PIPELINE = True                # PF in decode_partial.body where the registers allow it (pipelined())
+STEP_TOKENS = 32               # NT at head_dim <= 128 (step_tokens)
+WARPS = 4                      # NW, where threadgroup memory allows (warps_per_block)
 MIN_BLOCKS_PER_SM = 0          # CUDA: a launch bound capping the decode kernel's registers (0: none)
 MIN_TOKENS_PER_BLOCK = 512     # ncu, 4K tokens: 31.9 us with 512 (8 splits per KV head) against 43.1 with 128
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
@@ -167,7 +169,7 @@ SHARED_LIMIT = {"cuda": 48 * 1024, "metal": 32 * 1024}   # static threadgroup me
 def step_tokens(head_dim: int) -> int:
     """NT in the kernel body: tokens a warp loads per step. 32 beat 16 on the H200 at head_dim 128
     (above); at 256, 32 tokens' registers would not fit (ptxas puts an array on the stack)."""
-    return 32 if head_dim <= 128 else 16
+    return STEP_TOKENS if head_dim <= 128 else 16
 
 
 def pipelined(head_dim: int, k_bits: int, v_bits: int) -> bool:
@@ -184,10 +186,26 @@ def shared_bytes(head_dim: int, nw: int) -> int:
 
 
 def warps_per_block(head_dim: int, backend: str = "cuda") -> int:
-    nw = 4  # at least 3: the tail's block keeps its scores and output in warps 1 and 2's buffers
+    nw = WARPS  # at least 3: the tail's block keeps its scores and output in warps 1 and 2's buffers
     while nw > 3 and shared_bytes(head_dim, nw) > SHARED_LIMIT[backend]:
         nw -= 1
     return nw
+
+
+def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_blocks=None, min_tokens=None):
+    """Switches the launch plan: for bench/kernel_probe.py's sweeps, and to run the device tests
+    under a candidate plan (FOLIO_TEST_PLAN) before it ships. None leaves a setting as it is; step
+    and warps apply where registers and threadgroup memory allow (step_tokens, warps_per_block).
+    The per-variant caches are dropped: they hold what the old settings made."""
+    global PIPELINE, STEP_TOKENS, MIN_BLOCKS_PER_SM, WARPS, TARGET_BLOCKS, MIN_TOKENS_PER_BLOCK
+    PIPELINE = PIPELINE if pipeline is None else bool(pipeline)
+    STEP_TOKENS = STEP_TOKENS if step is None else step
+    MIN_BLOCKS_PER_SM = MIN_BLOCKS_PER_SM if min_blocks is None else min_blocks
+    WARPS = WARPS if warps is None else warps
+    TARGET_BLOCKS = TARGET_BLOCKS if target_blocks is None else target_blocks
+    MIN_TOKENS_PER_BLOCK = MIN_TOKENS_PER_BLOCK if min_tokens is None else min_tokens
+    _variant.cache_clear()
+    _build.cache_clear()
 
 
 def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: int = 0) -> tuple[int, int]:
