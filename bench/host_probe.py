@@ -36,7 +36,11 @@ def folio():
     return kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64, v_group=64)
 
 
-rows = [("decode_attention (whole call)", build_us(folio))]
+rows = [("decode_attention (whole call, compiled)", build_us(folio))]
+# The rest with the kernel calls made directly (kernels.COMPILED off), as before 2026-11-29.
+kernels.COMPILED = False
+kernels._launcher.cache_clear()
+rows.append(("decode_attention (whole call, direct)", build_us(folio)))
 
 # The same call with MLX's kernel calls recorded instead of made: Python alone.
 recorded = []
@@ -54,8 +58,10 @@ def recorder(kernel, backend, input_names, output_names, template):
 
 
 kernels._build = recorder
+kernels._launcher.cache_clear()
 rows.append(("  Python only (kernel calls recorded)", build_us(folio)))
 kernels._build = real_build
+kernels._launcher.cache_clear()
 per_call = 1 if kernels.ONE_PASS[kernels.available()] else 2   # one-pass: the partial kernel is the call
 (pfn, pkw) = recorded[-per_call]
 rows.append(("  partial kernel call alone", build_us(lambda: pfn(**pkw))))
@@ -107,13 +113,16 @@ def eval_us(fn) -> float:
     return sorted(samples)[2]
 
 
-for label, f in (("decode_attention (whole call)", folio), ("tiny kernel: 1 input, 1 output", tiny(1, 0)),
+kernels.COMPILED = True
+kernels._launcher.cache_clear()
+for label, f in (("decode_attention (whole call, compiled)", folio), ("tiny kernel: 1 input, 1 output", tiny(1, 0)),
                  ("tiny kernel: 14 inputs, 1 output", tiny(14, 0)), ("tiny kernel: 1 input, 3 outputs", tiny(1, 0, "", 3)),
                  ("fp16 SDPA call (1 query)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):
     print(f"{label:45s} {eval_us(f):7.1f} us/call (evaluation of {N} built calls)")
-# The same kernel call traced once by mx.compile and replayed: a compiled function's graph is rebuilt
-# from its tape, without MLX assembling the kernel's source again. Its host cost, and its output
-# against the direct call's (one call each; the counters are shared by the timed calls below).
+# The kernel call alone, traced once by mx.compile and replayed (what kernels.COMPILED does): a
+# compiled function's graph is rebuilt from its tape, without MLX assembling the kernel's source
+# again. Its host cost, and its output against the direct call's (one call each; the counters
+# are shared by the timed calls below).
 try:
     pfn, pkw = recorded[-per_call]
     ins = list(pkw["inputs"])

@@ -29,7 +29,12 @@ def launches(monkeypatch, backend):
 
     monkeypatch.setattr(kernels, "available", lambda: backend)
     monkeypatch.setattr(kernels, "_build", builder)
-    return calls
+    # The recorders read the calls' arguments, so the calls are made, not traced (the compiled
+    # path is checked below); the launchers cached by other tests hold other builders.
+    monkeypatch.setattr(kernels, "COMPILED", False)
+    kernels._launcher.cache_clear()
+    yield calls
+    kernels._launcher.cache_clear()
 
 
 def _cache(B, n_kv, t_alloc, D, bits=4, group=64):
@@ -111,11 +116,48 @@ def test_one_pass_calls_take_counters_in_turn(monkeypatch):
         return launch
 
     monkeypatch.setattr(kernels, "_build", builder)
+    monkeypatch.setattr(kernels, "COMPILED", False)  # the recorder reads each call's arguments
+    kernels._launcher.cache_clear()
     q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
     k = _cache(1, 2, 100, 64)
     for _ in range(kernels.COUNTER_POOL):
         kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64)
     assert len(set(seen)) == kernels.COUNTER_POOL >= 21  # MLX runs up to 20 nodes per command buffer
+    kernels._launcher.cache_clear()
+
+
+def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
+    # Under mx.compile a launch shape is traced once and replayed: what changes from call to call
+    # (params, which carry the length, and on CUDA the counter taken in turn) must reach every
+    # replay as an input, never be baked into the trace. Stand-in kernels write length + 1000 *
+    # counter (Metal: the partial writes it, the combine passes it on).
+    monkeypatch.setattr(kernels, "available", lambda: backend)
+
+    def builder(kernel, backend, input_names, output_names, template):
+        def launch(inputs, output_shapes, output_dtypes, **kw):
+            if kernel == "decode_combine":
+                return [mx.zeros(output_shapes[0], output_dtypes[0]) + inputs[0][0, 0, 0]]
+            params = inputs[input_names.index("params")]
+            tag = params[1] + (1000 * inputs[input_names.index("sem")][0] if "sem" in input_names else 0)
+            return [mx.zeros(sh, d) + tag.astype(d) for sh, d in zip(output_shapes, output_dtypes)]
+        return launch
+
+    monkeypatch.setattr(kernels, "_build", builder)
+    q = mx.zeros((1, 8, 1, 64), dtype=mx.float32)
+    k = _cache(1, 2, 4096, 64)
+    lengths = (3000, 3001, 3002)   # one launch shape (the same splits): one trace
+    got = {}
+    for compiled in (False, True):
+        monkeypatch.setattr(kernels, "COMPILED", compiled)
+        kernels._launcher.cache_clear()
+        turn = iter(range(1, 10))
+        monkeypatch.setattr(kernels, "_counter", lambda n: mx.array([next(turn)] * n, dtype=mx.int32))
+        got[compiled] = [kernels.decode_attention(q, k, k, scale=0.1, length=n, k_bits=4, v_bits=4, k_group=64,
+                                                  v_group=64)[0, 0, 0, 0].item() for n in lengths]
+    assert kernels._launcher.cache_info().currsize == 1
+    kernels._launcher.cache_clear()
+    counters = (1000, 2000, 3000) if kernels.ONE_PASS[backend] else (0, 0, 0)
+    assert got[True] == got[False] == [n + c for n, c in zip(lengths, counters)]
 
 
 def test_one_pass_backends_match_their_preludes():

@@ -45,6 +45,7 @@ MIN_TOKENS_PER_BLOCK = 512     # ncu, 4K tokens: 31.9 us with 512 (8 splits per 
 COMBINE_PARTS = 4              # P in decode_combine.body: threads per head_dim element
 MAX_SPLITS = 1024              # beyond this more splits only add partials to merge
 VERBOSE = False                # print the generated source as MLX assembles it (debugging)
+COMPILED = True                # the kernel calls go through mx.compile (_launcher: host time)
 
 
 class KernelUnsupported(FolioError):
@@ -204,8 +205,8 @@ def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_bl
     WARPS = WARPS if warps is None else warps
     TARGET_BLOCKS = TARGET_BLOCKS if target_blocks is None else target_blocks
     MIN_TOKENS_PER_BLOCK = MIN_TOKENS_PER_BLOCK if min_tokens is None else min_tokens
-    _variant.cache_clear()
-    _build.cache_clear()
+    for cached in (_variant, _build, _launcher):
+        cached.cache_clear()
 
 
 def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: int = 0) -> tuple[int, int]:
@@ -322,29 +323,47 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     skip_from, skip_n = skip if skip else (0, 0)
     params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
                    skip_from, skip_n)
-    init = float("nan") if poison else None
     v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
     inputs = [q, *k, *v, params, _floats(float(scale)), tk, tv,
               k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32]
-    launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1), init_value=init,
-                  verbose=VERBOSE)
-    partial_shapes = [(B * H, splits, D), (B * H, splits, 2)]
+    if ONE_PASS[backend]:
+        inputs.append(_counter(B * n_kv))
+    return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, bool(poison))(*inputs)
 
+
+@functools.lru_cache(maxsize=256)
+def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, poison):
+    """A decode's kernel calls for one launch shape, as a function of the input arrays (the order
+    decode_attention lists them): one launch on one-pass backends, else the partial and the combine.
+    With COMPILED it goes through mx.compile, traced once per shape of its inputs and replayed
+    after: a direct custom-kernel call has MLX assemble the kernel's source and convert its
+    arguments every time (14.1 us of host time per call on the H200 against 5.6 compiled, same
+    output: bench/host_probe.py, 2026-11-29), and decode makes one such call per layer per token."""
+    consts = dict(partial_template)
+    D, nw, dtype = consts["D"], consts["NW"], consts["T"]
+    launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
+                  init_value=float("nan") if poison else None, verbose=VERBOSE)
+    partial_shapes = [(B * H, splits, D), (B * H, splits, 2)]
     if ONE_PASS[backend]:
         one_pass = _build("decode_partial", backend, ONE_PASS_INPUTS, ONE_PASS_OUTPUTS, partial_template)
-        *_, out = one_pass(inputs=inputs + [_counter(B * n_kv)], output_shapes=partial_shapes + [(B, H, 1, D)],
-                           output_dtypes=[mx.float32, mx.float32, q.dtype], **launch)
-        return out
-    partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
-    o_part, ml_part = partial(inputs=inputs, output_shapes=partial_shapes, output_dtypes=[mx.float32, mx.float32],
-                              **launch)
-    combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",), combine_template)
-    (out,) = combine(
-        inputs=[o_part, ml_part, _ints(splits, G, H, 0, 0, 0, 0, 0), v_mean32],
-        grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
-        output_shapes=[(B, H, 1, D)], output_dtypes=[q.dtype], init_value=init,
-    )
-    return out
+
+        def run(*inputs):
+            *_, out = one_pass(inputs=list(inputs), output_shapes=partial_shapes + [(B, H, 1, D)],
+                               output_dtypes=[mx.float32, mx.float32, dtype], **launch)
+            return out
+    else:
+        partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
+        combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",), combine_template)
+        combine_params = _ints(splits, H // n_kv, H, 0, 0, 0, 0, 0)
+
+        def run(*inputs):
+            o_part, ml_part = partial(inputs=list(inputs), output_shapes=partial_shapes,
+                                      output_dtypes=[mx.float32, mx.float32], **launch)
+            (out,) = combine(inputs=[o_part, ml_part, combine_params, inputs[INPUTS.index("vmean")]],
+                             grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
+                             output_shapes=[(B, H, 1, D)], output_dtypes=[dtype], init_value=launch["init_value"])
+            return out
+    return mx.compile(run) if COMPILED else run
 
 
 # -- the generated source, as MLX assembles it (for the compile checks) -------------------------
