@@ -328,17 +328,21 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
               k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32]
     if ONE_PASS[backend]:
         inputs.append(_counter(B * n_kv))
-    return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, bool(poison))(*inputs)
+    return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, bool(poison))(*inputs)
 
 
 @functools.lru_cache(maxsize=256)
-def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, poison):
+def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, poison):
     """A decode's kernel calls for one launch shape, as a function of the input arrays (the order
     decode_attention lists them): one launch on one-pass backends, else the partial and the combine.
-    With COMPILED it goes through mx.compile, traced once per shape of its inputs and replayed
-    after: a direct custom-kernel call has MLX assemble the kernel's source and convert its
-    arguments every time (14.1 us of host time per call on the H200 against 5.6 compiled, same
-    output: bench/host_probe.py, 2026-11-29), and decode makes one such call per layer per token."""
+    With COMPILED it goes through mx.compile, traced once and replayed after: a direct
+    custom-kernel call has MLX assemble the kernel's source and convert its arguments every time
+    (on the H200, bench/host_probe.py: 14.1 us of host time per call against 5.6 compiled, and a
+    whole decode_attention call 31.5 against 18.6; same output), and decode makes one such call
+    per layer per token. The cache's slot count is in the key although the function would take
+    any: MLX keeps a compiled function's traces, one per input shape, and searches them on every
+    call, so a cache growing 256 slots at a time would make that search longer and longer; one
+    function per shape keeps it to one trace, and the LRU drops (and MLX erases) old ones."""
     consts = dict(partial_template)
     D, nw, dtype = consts["D"], consts["NW"], consts["T"]
     launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
