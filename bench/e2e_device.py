@@ -102,7 +102,7 @@ def caches_for(loaded, mode: str, default_blocks: int):
     if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
     mode, _, blocks = mode.partition("@")
-    kernels.TARGET_BLOCKS = int(blocks) if blocks else default_blocks
+    kernels.set_plan(target_blocks=int(blocks) if blocks else default_blocks)
     kvcache.TAIL = 0 if mode.endswith("-notail") else DEFAULT_TAIL
     return kvcache.make_cache(loaded, "int4")
 

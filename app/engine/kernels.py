@@ -450,15 +450,15 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
         build = metal_source if backend == "metal" else cuda_source
         return build(name, variant_header(kernel, backend, tpl), source(kernel, backend, tpl), inputs, outputs)
 
-    nw, nt = warps_per_block(D, backend), step_tokens(D)
+    # The constants decode_attention would build for this variant (G query heads on one KV head,
+    # a tail of the query's dtype, every transform on or off together).
+    mx_dtype = getattr(mx, dtype)
+    _nw, _nt, tpl, combine_tpl = _variant(backend, mx_dtype, 1, G, D, 1, k_bits, v_bits, k_group, v_group,
+                                          (mx.float16, mx.float16), rotate, rotate, rotate, mx_dtype, rotate)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
             ("vb", "float16", 4096, 4), ("params", "int32", 11, 1), ("scale", "float32", 1, 1),
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
-    tpl = [("T", dtype), ("D", D), ("G", G), ("KBITS", k_bits), ("VBITS", v_bits),
-           ("KGROUP", k_group), ("VGROUP", v_group), ("NW", nw), ("NT", nt), ("PF", pipelined(D, k_bits, v_bits)), ("ROTQ", rotate),
-           ("TT", dtype), ("TAILK", True), ("KCTR", rotate), ("VCTR", rotate), ("ROTV", rotate), ("CENTER", rotate),
-           ("ROTO", rotate), ("MINB", MIN_BLOCKS_PER_SM if backend == "cuda" else 0)]
     outputs = [("o_part", "float32"), ("ml_part", "float32")]
     if ONE_PASS[backend]:
         q_in, outputs = q_in + [("sem", "int32", 8, 1)], outputs + [("out", dtype)]
@@ -466,6 +466,5 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),
                         ("vmean", "float32", 4096, 4)],
-                       [("out", dtype)], [("T", dtype), ("D", D), ("P", COMBINE_PARTS), ("CENTER", rotate),
-                                          ("ROTO", rotate)])
+                       [("out", dtype)], combine_tpl)
     return partial, combine
