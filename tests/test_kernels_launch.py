@@ -80,10 +80,12 @@ def test_launches(launches, backend, case):
     assert math.ceil((length - start) / chunk) == q_splits
     assert p["grid"] == (splits * nw * 32, B * n_kv, 1) and p["threadgroup"] == (nw * 32, 1, 1)
     skip = c.get("skip", (0, 0))
+    cap = kernels.max_splits(B * n_kv)
+    assert splits <= cap
     assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0,
-                                       *skip]
+                                       *skip, B * H * cap * D if one_pass else 0]
     partials = [(B * H, splits, D), (B * H, splits, 2)]
-    assert p["output_shapes"] == (partials + [(B, H, 1, D)] if one_pass else partials)
+    assert p["output_shapes"] == ([(B, H, 1, D)] if one_pass else partials)
     t = dict(p["template"])
     assert (t["T"], t["D"], t["G"], t["KBITS"], t["VBITS"], t["KGROUP"], t["VGROUP"]) == (
         mx.float16, D, H // n_kv, 8, 4, 64, 64)
@@ -94,8 +96,10 @@ def test_launches(launches, backend, case):
     assert (t["CENTER"], t["ROTO"]) == (flags, flags)
     assert p["inputs"][12].shape == ((B, n_kv, 1, D) if flags else (1,))  # V's mean, whenever centered
     if one_pass:
-        sem = p["inputs"][13]
+        sem, scratch = p["inputs"][13:]
         assert sem.shape == (B * n_kv,) and sem.dtype == mx.int32 and sem.tolist() == [0] * (B * n_kv)
+        # The partials' room for the longest split plan, o_part then ml_part (from params' last).
+        assert scratch.shape == (B * H * cap * (D + 2),) and scratch.dtype == mx.float32
         return
     _, _, cb = launches[1]
     assert cb["inputs"][2].tolist()[:3] == [splits, H // n_kv, H]
@@ -104,14 +108,15 @@ def test_launches(launches, backend, case):
     assert cb["output_shapes"] == [(B, H, 1, D)]
 
 
-def test_one_pass_calls_take_counters_in_turn(monkeypatch):
-    # Independent calls in one MLX command buffer may run at once: each needs counters of its own.
+def test_one_pass_calls_take_buffers_in_turn(monkeypatch):
+    # Independent calls in one MLX command buffer may run at once: each needs counters and scratch
+    # of its own.
     monkeypatch.setattr(kernels, "available", lambda: "cuda")
     seen = []
 
     def builder(kernel, backend, input_names, output_names, template):
         def launch(**kw):
-            seen.append(id(kw["inputs"][-1]))
+            seen.append((id(kw["inputs"][-2]), id(kw["inputs"][-1])))
             return [mx.zeros(s, dtype=d) for s, d in zip(kw["output_shapes"], kw["output_dtypes"])]
         return launch
 
@@ -120,9 +125,12 @@ def test_one_pass_calls_take_counters_in_turn(monkeypatch):
     kernels._launcher.cache_clear()
     q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
     k = _cache(1, 2, 100, 64)
-    for _ in range(kernels.COUNTER_POOL):
+    for _ in range(2 * kernels.BUFFER_POOL):
         kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64)
-    assert len(set(seen)) == kernels.COUNTER_POOL >= 21  # MLX runs up to 20 nodes per command buffer
+    assert kernels.BUFFER_POOL >= 21  # MLX runs up to 20 nodes per command buffer
+    for ids in zip(*seen):
+        assert len(set(ids)) == kernels.BUFFER_POOL   # every call of a round its own counters, its own scratch
+        assert ids[: kernels.BUFFER_POOL] == ids[kernels.BUFFER_POOL:]   # the pool's, reused in turn
     kernels._launcher.cache_clear()
 
 
@@ -151,7 +159,8 @@ def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
         monkeypatch.setattr(kernels, "COMPILED", compiled)
         kernels._launcher.cache_clear()
         turn = iter(range(1, 10))
-        monkeypatch.setattr(kernels, "_counter", lambda n: mx.array([next(turn)] * n, dtype=mx.int32))
+        monkeypatch.setattr(kernels, "_one_pass_buffers",
+                            lambda n, f: (mx.array([next(turn)] * n, dtype=mx.int32), mx.zeros((f,))))
         got[compiled] = [kernels.decode_attention(q, k, k, scale=0.1, length=n, k_bits=4, v_bits=4, k_group=64,
                                                   v_group=64)[0, 0, 0, 0].item() for n in lengths]
     assert kernels._launcher.cache_info().currsize == 1

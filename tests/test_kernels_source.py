@@ -187,7 +187,8 @@ def test_cuda_assembly_matches_mlx_layout():
     assert "namespace mlx::core::cu {\n\nnamespace cg = cooperative_groups;\n\n__global__ void custom_kernel_folio_" in partial
     assert ") {\ntypedef __half T;\nconstexpr int D = 128;\nconstexpr int G = 8;\n" in partial
     assert "    const uint32_t* kp,\n" in partial and "    const int32_t* sem,\n" in partial
-    assert "    float* ml_part,\n    __half* out) {\n" in partial  # one-pass: the partial kernel writes the result
+    # One-pass: the partials go to a scratch input, the partial kernel's one output is the result.
+    assert "    const float* scratch,\n    __half* out) {\n" in partial
 
 
 def test_kernel_names_change_with_the_source():

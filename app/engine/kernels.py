@@ -24,12 +24,13 @@ GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale", "tk", "tv", "kmean", "vmean")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
 # One-pass decode (the partial kernel's last block per KV head merges the splits; FOLIO_ONE_PASS in
-# the backend's prelude): one launch per layer instead of two. Its inputs add a counter, its outputs
-# the result.
+# the backend's prelude): one launch per layer instead of two. Its inputs add a counter and a scratch
+# buffer for the partials (inputs the kernel writes: MLX's host time per launch grows by several
+# microseconds per output), its one output is the result.
 ONE_PASS = {"cuda": True, "metal": False}
-ONE_PASS_INPUTS = INPUTS + ("sem",)
-ONE_PASS_OUTPUTS = PARTIAL_OUTPUTS + ("out",)
-COUNTER_POOL = 64              # counters in turn: more than the calls one MLX command buffer runs at once (20)
+ONE_PASS_INPUTS = INPUTS + ("sem", "scratch")
+ONE_PASS_OUTPUTS = ("out",)
+BUFFER_POOL = 64               # one-pass buffers in turn: more than the calls one MLX command buffer runs at once (20)
 COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
 # Blocks a decode step aims for: two per SM on an H200 (132 SMs). Kernel time under ncu
 # (bench/kernel_probe.py --once, bench/ncu_table.py; 2026-11-29, fifth session), head_dim 128,
@@ -205,7 +206,7 @@ def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_bl
     WARPS = WARPS if warps is None else warps
     TARGET_BLOCKS = TARGET_BLOCKS if target_blocks is None else target_blocks
     MIN_TOKENS_PER_BLOCK = MIN_TOKENS_PER_BLOCK if min_tokens is None else min_tokens
-    for cached in (_variant, _build, _launcher):
+    for cached in (_variant, _build, _launcher, _scratch_plan):
         cached.cache_clear()
 
 
@@ -227,20 +228,38 @@ def _ints(*values) -> mx.array:
     return a
 
 
-_counters: dict[int, list] = {}
+_pools: dict[tuple, list] = {}
 _turn = itertools.count()
 
 
-def _counter(n: int) -> mx.array:
-    """n zeroed int32 counters for one one-pass call. A kernel leaves its counters at zero, and
-    calls take them in turn from a pool, so calls that run at once (independent ones in one MLX
+def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
+    """A one-pass call's working memory: n_counters zeroed int32 counters (the kernel leaves them at
+    zero) and n_floats of float32 scratch for the splits' partials. Calls take them in turn from a
+    pool, made as turns first reach them, so calls that run at once (independent ones in one MLX
     command buffer) never share them."""
-    pool = _counters.get(n)
+    pool = _pools.get((n_counters, n_floats))
     if pool is None:
-        # From a list, not mx.zeros: a broadcast scalar has no buffer of its own to count in.
-        pool = _counters[n] = [mx.array([0] * n, dtype=mx.int32) for _ in range(COUNTER_POOL)]
-        mx.eval(pool)
-    return pool[next(_turn) % COUNTER_POOL]
+        pool = _pools[n_counters, n_floats] = [None] * BUFFER_POOL
+    i = next(_turn) % BUFFER_POOL
+    if pool[i] is None:
+        # Made from a list and by arange, not mx.zeros: a broadcast scalar has no buffer of its own
+        # to write into.
+        pool[i] = (mx.array([0] * n_counters, dtype=mx.int32), mx.arange(n_floats, dtype=mx.float32))
+        mx.eval(pool[i])
+    return pool[i]
+
+
+def max_splits(n_blocks_per_split: int) -> int:
+    """The most splits split_plan gives a launch of n_blocks_per_split blocks per split, its tail's
+    included: the one-pass scratch is sized for it, so one buffer serves every length."""
+    return min(MAX_SPLITS, max(1, math.ceil(TARGET_BLOCKS / n_blocks_per_split))) + 1
+
+
+@functools.lru_cache(maxsize=64)
+def _scratch_plan(B: int, H: int, n_kv: int, D: int) -> tuple[int, int, int]:
+    """(most splits, where ml_part starts, scratch floats) of a one-pass launch shape."""
+    cap = max_splits(B * n_kv)
+    return cap, B * H * cap * D, B * H * cap * (D + 2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -321,13 +340,16 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     splits += bool(n_tail)  # the tail's own block: split 0
     skip_from, skip_n = skip if skip else (0, 0)
+    one_pass = ONE_PASS[backend]
+    cap, ml_at, n_scratch = _scratch_plan(B, H, n_kv, D) if one_pass else (splits, 0, 0)
+    assert splits <= cap, (splits, cap)
     params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
-                   skip_from, skip_n)
+                   skip_from, skip_n, ml_at)
     v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
     inputs = [q, *k, *v, params, _floats(float(scale)), tk, tv,
               k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32]
-    if ONE_PASS[backend]:
-        inputs.append(_counter(B * n_kv))
+    if one_pass:
+        inputs += _one_pass_buffers(B * n_kv, n_scratch)
     return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, bool(poison))(*inputs)
 
 
@@ -347,13 +369,11 @@ def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t
     D, nw, dtype = consts["D"], consts["NW"], consts["T"]
     launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
                   init_value=float("nan") if poison else None, verbose=VERBOSE)
-    partial_shapes = [(B * H, splits, D), (B * H, splits, 2)]
     if ONE_PASS[backend]:
         one_pass = _build("decode_partial", backend, ONE_PASS_INPUTS, ONE_PASS_OUTPUTS, partial_template)
 
         def run(*inputs):
-            *_, out = one_pass(inputs=list(inputs), output_shapes=partial_shapes + [(B, H, 1, D)],
-                               output_dtypes=[mx.float32, mx.float32, dtype], **launch)
+            (out,) = one_pass(inputs=list(inputs), output_shapes=[(B, H, 1, D)], output_dtypes=[dtype], **launch)
             return out
     else:
         partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
@@ -361,7 +381,7 @@ def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t
         combine_params = _ints(splits, H // n_kv, H, 0, 0, 0, 0, 0)
 
         def run(*inputs):
-            o_part, ml_part = partial(inputs=list(inputs), output_shapes=partial_shapes,
+            o_part, ml_part = partial(inputs=list(inputs), output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
                                       output_dtypes=[mx.float32, mx.float32], **launch)
             (out,) = combine(inputs=[o_part, ml_part, combine_params, inputs[INPUTS.index("vmean")]],
                              grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
@@ -457,11 +477,11 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
                                           (mx.float16, mx.float16), rotate, rotate, rotate, mx_dtype, rotate)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
-            ("vb", "float16", 4096, 4), ("params", "int32", 11, 1), ("scale", "float32", 1, 1),
+            ("vb", "float16", 4096, 4), ("params", "int32", 12, 1), ("scale", "float32", 1, 1),
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     outputs = [("o_part", "float32"), ("ml_part", "float32")]
     if ONE_PASS[backend]:
-        q_in, outputs = q_in + [("sem", "int32", 8, 1)], outputs + [("out", dtype)]
+        q_in, outputs = q_in + [("sem", "int32", 8, 1), ("scratch", "float32", 4096, 1)], [("out", dtype)]
     partial = assemble("decode_partial", q_in, outputs, tpl)
     combine = assemble("decode_combine",
                        [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),
