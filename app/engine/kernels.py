@@ -242,9 +242,12 @@ def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
         pool = _pools[n_counters, n_floats] = [None] * BUFFER_POOL
     i = next(_turn) % BUFFER_POOL
     if pool[i] is None:
-        # Made from a list and by arange, not mx.zeros: a broadcast scalar has no buffer of its own
-        # to write into.
-        pool[i] = (mx.array([0] * n_counters, dtype=mx.int32), mx.arange(n_floats, dtype=mx.float32))
+        # Computed by the device, not mx.zeros (a broadcast scalar has no buffer of its own to write
+        # into) nor from a Python list: MLX's CUDA memory is managed, and a buffer the host wrote
+        # migrates on the kernel's first touch, a page fault inside the launch (ncu, H200: 150-300
+        # us launches until every pool entry had been used once).
+        counters = mx.arange(n_counters, dtype=mx.int32) * 0
+        pool[i] = (counters, mx.arange(n_floats, dtype=mx.float32))
         mx.eval(pool[i])
     return pool[i]
 
