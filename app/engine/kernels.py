@@ -210,11 +210,16 @@ def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_bl
         cached.cache_clear()
 
 
+def _wave_splits(n_blocks_per_split: int) -> int:
+    """Splits that fill TARGET_BLOCKS with n_blocks_per_split blocks each (at least one)."""
+    return max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)))
+
+
 def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: int = 0) -> tuple[int, int]:
     """(number of splits, tokens per split) for one decode step over n_tokens, leaving room in
     the wave for `extra` more splits (the exact tail's)."""
     tile = nw * nt
-    want = max(1, math.ceil(TARGET_BLOCKS / max(1, n_blocks_per_split)) - extra)
+    want = max(1, _wave_splits(n_blocks_per_split) - extra)
     splits = max(1, min(want, n_tokens // MIN_TOKENS_PER_BLOCK, MAX_SPLITS - extra))
     chunk = math.ceil(math.ceil(n_tokens / splits) / tile) * tile
     return math.ceil(n_tokens / chunk), chunk
@@ -255,7 +260,7 @@ def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
 def max_splits(n_blocks_per_split: int) -> int:
     """The most splits split_plan gives a launch of n_blocks_per_split blocks per split, its tail's
     included: the one-pass scratch is sized for it, so one buffer serves every length."""
-    return min(MAX_SPLITS, max(1, math.ceil(TARGET_BLOCKS / n_blocks_per_split))) + 1
+    return min(MAX_SPLITS, _wave_splits(n_blocks_per_split)) + 1
 
 
 @functools.lru_cache(maxsize=64)
