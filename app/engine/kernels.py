@@ -177,7 +177,7 @@ def step_tokens(head_dim: int) -> int:
 def pipelined(head_dim: int, k_bits: int, v_bits: int) -> bool:
     """PF in the kernel body: the next step's loads are issued before this step is computed,
     which holds two steps' words in registers. Where a step's words are few enough (head_dim 64,
-    or 128 with 4-bit K and V: 158-192 registers, no spills, by ptxas -v) that is the faster plan;
+    or 128 with 4-bit K and V: 159-204 registers, no spills, by ptxas -v) that is the faster plan;
     wider steps (8-bit at 128, anything at 256) would spill, and load then compute."""
     return PIPELINE and head_dim * (k_bits + v_bits) <= 128 * 8
 
