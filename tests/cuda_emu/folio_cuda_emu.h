@@ -1,0 +1,176 @@
+// A CPU stand-in for the CUDA device vocabulary the decode kernel uses, so the CUDA build of the
+// kernel (cuda_header.h + the shared body, as MLX assembles it) runs here under g++: every thread
+// of a block is a std::thread, warp collectives (shuffles, mma.sync, movmatrix) meet at a per-warp
+// barrier, __syncthreads at a block barrier, blocks run one after another. The four inline PTX
+// statements of cuda_header.h are swapped for the emu_* calls below by tests/cuda_emu/emulate.py.
+// Numerics follow the PTX ISA's definitions (fp16 operands, fp32 accumulation, fp16 subnormals
+// kept), not the hardware's bit-exact order of additions.
+#pragma once
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __device__
+#define __host__
+#define __global__
+#define __forceinline__ inline
+#define __shared__ static
+#define __location__(x)
+#define __launch_bounds__(...)
+
+struct uint2 { unsigned int x, y; };
+struct alignas(16) uint4 { unsigned int x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct uint3 { unsigned int x, y, z; };
+inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z) { return uint3{x, y, z}; }
+
+// -- half and bfloat16 ---------------------------------------------------------------------------
+struct __half {
+  _Float16 v;
+  __half() = default;
+  __half(float f) : v(static_cast<_Float16>(f)) {}
+  operator float() const { return static_cast<float>(v); }
+};
+struct __half2 { __half x, y; };
+struct __nv_bfloat16 {
+  uint16_t bits;
+  __nv_bfloat16() = default;
+  __nv_bfloat16(float f) {   // round to nearest even (finite values)
+    uint32_t u; std::memcpy(&u, &f, 4);
+    bits = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+  operator float() const { uint32_t u = uint32_t(bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+};
+static_assert(sizeof(__half) == 2 && sizeof(__half2) == 4, "half layout");
+inline __half __float2half_rn(float f) { return __half(f); }
+inline float __half2float(__half h) { return float(h); }
+inline float __bfloat162float(__nv_bfloat16 h) { return float(h); }
+// Rounded once from double: the exact product plus the addend, as a fused fp16 op.
+inline __half fma_h(__half a, __half b, __half c) {
+  return __half(float(static_cast<_Float16>(double(float(a)) * double(float(b)) + double(float(c)))));
+}
+inline __half2 __floats2half2_rn(float a, float b) { return __half2{__half(a), __half(b)}; }
+inline __half2 __halves2half2(__half a, __half b) { return __half2{a, b}; }
+inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) { return __half2{fma_h(a.x, b.x, c.x), fma_h(a.y, b.y, c.y)}; }
+inline __half2 __hsub2(__half2 a, __half2 b) {
+  return __half2{__half(float(static_cast<_Float16>(double(float(a.x)) - double(float(b.x))))),
+                 __half(float(static_cast<_Float16>(double(float(a.y)) - double(float(b.y)))))};
+}
+
+// -- scalar intrinsics -----------------------------------------------------------------------------
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned int s) {
+  const uint64_t both = uint64_t(x) | (uint64_t(y) << 32);
+  unsigned int r = 0;
+  for (int i = 0; i < 4; ++i) r |= unsigned((both >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return r;
+}
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+template <class A, class B> inline auto min(A a, B b) { return a < b ? a : b; }
+template <class A, class B> inline auto max(A a, B b) { return a > b ? a : b; }
+inline float __ldcg(const float* p) { return *p; }
+inline float4 __ldcg(const float4* p) { return *p; }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v); }
+
+// -- threads, warps, blocks ------------------------------------------------------------------------
+inline thread_local uint3 threadIdx, blockIdx;
+struct EmuBlock {
+  std::barrier<> block;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  std::vector<uint64_t> slots;           // per lane of the block: up to 10 words of a collective
+  explicit EmuBlock(int nth) : block(nth), slots(size_t(nth) * 10) {
+    for (int w = 0; w < nth / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
+  }
+};
+inline EmuBlock* emu_block = nullptr;
+inline void __syncthreads() { emu_block->block.arrive_and_wait(); }
+inline uint64_t* emu_slot(unsigned lane_in_block) { return &emu_block->slots[size_t(lane_in_block) * 10]; }
+inline void emu_warp_sync() { emu_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+  const unsigned me = threadIdx.x, base = me & ~31u;
+  uint32_t bits; std::memcpy(&bits, &v, 4);
+  emu_slot(me)[0] = bits;
+  emu_warp_sync();
+  const uint32_t got = uint32_t(emu_slot(base + ((me & 31u) ^ unsigned(mask)))[0]);
+  emu_warp_sync();
+  float r; std::memcpy(&r, &got, 4);
+  return r;
+}
+
+inline float emu_half(uint32_t reg, int hi) {
+  const uint16_t b = uint16_t(hi ? reg >> 16 : reg & 0xFFFF);
+  _Float16 h; std::memcpy(&h, &b, 2);
+  return float(h);
+}
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane = 4g + t (PTX ISA fragment layouts):
+// a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9];
+// b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
+inline void emu_mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  const unsigned me = threadIdx.x, base = me & ~31u;
+  uint64_t* s = emu_slot(me);
+  s[0] = a0; s[1] = a1; s[2] = a2; s[3] = a3; s[4] = b0; s[5] = b1;
+  emu_warp_sync();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const uint64_t* o = emu_slot(base + l);
+    const int g = l >> 2, t = l & 3;
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = emu_half(uint32_t(o[0]), h);
+      A[g + 8][2 * t + h] = emu_half(uint32_t(o[1]), h);
+      A[g][2 * t + 8 + h] = emu_half(uint32_t(o[2]), h);
+      A[g + 8][2 * t + 8 + h] = emu_half(uint32_t(o[3]), h);
+      B[2 * t + h][g] = emu_half(uint32_t(o[4]), h);
+      B[2 * t + 8 + h][g] = emu_half(uint32_t(o[5]), h);
+    }
+  }
+  emu_warp_sync();
+  const int g = int(me & 31u) >> 2, t = int(me & 3u);
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    double acc = c[e];
+    for (int k = 0; k < 16; ++k) acc += double(A[row][k]) * double(B[k][col]);
+    c[e] = float(acc);
+  }
+}
+// movmatrix.sync.aligned.m8n8.trans.b16: lane = 4r + c holds M[r][2c, 2c+1]; gets M^T's.
+inline uint32_t emu_movmatrix(uint32_t x) {
+  const unsigned me = threadIdx.x, base = me & ~31u;
+  emu_slot(me)[0] = x;
+  emu_warp_sync();
+  uint16_t M[8][8];
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t v = uint32_t(emu_slot(base + l)[0]);
+    M[l >> 2][2 * (l & 3)] = uint16_t(v & 0xFFFF);
+    M[l >> 2][2 * (l & 3) + 1] = uint16_t(v >> 16);
+  }
+  emu_warp_sync();
+  const int r = int(me & 31u) >> 2, c = int(me & 3u);
+  return uint32_t(M[2 * c][r]) | (uint32_t(M[2 * c + 1][r]) << 16);
+}
+
+// Runs kernel(args...) over a grid of (gx, gy) blocks of nth threads, blocks in turn.
+template <class F> void emu_launch(int gx, int gy, int nth, F kernel) {
+  for (int by = 0; by < gy; ++by)
+    for (int bx = 0; bx < gx; ++bx) {
+      EmuBlock blk(nth);
+      emu_block = &blk;
+      std::vector<std::thread> threads;
+      for (int t = 0; t < nth; ++t)
+        threads.emplace_back([=] {
+          threadIdx = uint3{unsigned(t), 0, 0};
+          blockIdx = uint3{unsigned(bx), unsigned(by), 0};
+          kernel();
+        });
+      for (auto& th : threads) th.join();
+      emu_block = nullptr;
+    }
+}

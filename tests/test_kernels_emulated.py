@@ -1,0 +1,60 @@
+"""The CUDA build of the fused decode kernel, run on the CPU (tests/cuda_emu), against the references.
+
+The same cases as test_kernels_device.py (kernel_cases.py), at sizes a CPU runs in seconds: every
+head_dim and a spread of GQA ratios, one and several splits, windows, mixed bits and groups, the
+cache's transforms, the exact tail and a ring's hidden slots. They check the kernel's logic (which
+lane loads which word, fragment layouts, masks, the one-pass merge) on any machine with g++; the
+H200 still judges the hardware's numerics and speed. Run before spending device time on a change.
+"""
+
+import mlx.core as mx
+import pytest
+
+from app.engine import kernels
+from cuda_emu import emulate
+from kernel_cases import check, check_ring, check_tail, check_transforms
+
+pytestmark = pytest.mark.skipif(not emulate.available(), reason="g++ is not installed: the emulator cannot build")
+
+
+@pytest.fixture(autouse=True)
+def on_the_emulator(monkeypatch, tmp_path_factory):
+    emulate.emulated(monkeypatch, tmp_path_factory.getbasetemp() / "cuda_emu")
+    yield
+    for cached in (kernels._variant, kernels._launcher):
+        cached.cache_clear()
+    kernels._pools.clear()
+
+
+@pytest.mark.parametrize("gqa,head_dim", [(1, 64), (8, 64), (4, 128), (8, 128), (1, 256), (8, 256)])
+@pytest.mark.parametrize("length,window", [(1, None), (63, None), (1500, None), (1500, 1000)])
+def test_decode_matches_reference(gqa, head_dim, length, window):
+    check(1, 2 * gqa, 2, head_dim, length, t_alloc=length + 37, window=window)
+
+
+@pytest.mark.parametrize("k_bits,v_bits,k_group,v_group", [(8, 4, 64, 64), (4, 4, 32, 128), (8, 8, 128, 32),
+                                                            (4, 8, 128, 64)])
+def test_mixed_precision_and_groups(k_bits, v_bits, k_group, v_group):
+    check(2, 16, 4, 128, 1100, k_bits=k_bits, v_bits=v_bits, k_group=k_group, v_group=v_group)
+
+
+def test_float32_queries_and_batch():
+    check(3, 16, 4, 128, 700, dtype=mx.float32)
+
+
+@pytest.mark.parametrize("head_dim,flags", [(64, (True, True, True)), (128, (True, True, True)),
+                                            (128, (True, False, False)), (128, (False, True, True)),
+                                            (256, (True, True, True))])
+def test_rotation_and_centering_inside_the_kernels(head_dim, flags):
+    check_transforms(head_dim, *flags, length=1100)
+
+
+@pytest.mark.parametrize("gqa,head_dim", [(1, 128), (8, 64), (8, 256)])
+@pytest.mark.parametrize("length,n_tail", [(1, 1), (63, 37), (1100, 64)])
+def test_exact_tail_block(gqa, head_dim, length, n_tail):
+    check_tail(gqa, head_dim, length, n_tail)
+
+
+@pytest.mark.parametrize("skip", [(0, 3), (700, 24), (1530, 11)])   # at the start, inside, wrapping
+def test_ring_slots_out_of_sight(skip):
+    check_ring(8, 128, skip, ring=1536)
