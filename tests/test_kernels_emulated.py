@@ -1,25 +1,28 @@
-"""The CUDA build of the fused decode kernel, run on the CPU (tests/cuda_emu), against the references.
+"""The fused decode kernels' CUDA and Metal builds, run on the CPU (tests/kernel_emu), against the
+references.
 
 The same cases as test_kernels_device.py (kernel_cases.py), at sizes a CPU runs in seconds: every
 head_dim and a spread of GQA ratios, one and several splits, windows, mixed bits and groups, the
-cache's transforms, the exact tail and a ring's hidden slots. They check the kernel's logic (which
-lane loads which word, fragment layouts, masks, the one-pass merge) on any machine with g++; the
-H200 still judges the hardware's numerics and speed. Run before spending device time on a change.
+cache's transforms, the exact tail and a ring's hidden slots. They check the kernels' logic (which
+lane loads which word, fragment layouts, masks, the one-pass merge on CUDA, the combine launch on
+Metal) on any machine with g++; a GPU still judges the hardware's numerics and speed. Run them
+before spending device time on a change; for Metal they are the only place the kernel runs until
+a Mac does.
 """
 
 import mlx.core as mx
 import pytest
 
 from app.engine import kernels
-from cuda_emu import emulate
+from kernel_emu import emulate
 from kernel_cases import check, check_ring, check_tail, check_transforms
 
 pytestmark = pytest.mark.skipif(not emulate.available(), reason="g++ is not installed: the emulator cannot build")
 
 
-@pytest.fixture(autouse=True)
-def on_the_emulator(monkeypatch, tmp_path_factory):
-    emulate.emulated(monkeypatch, tmp_path_factory.getbasetemp() / "cuda_emu")
+@pytest.fixture(autouse=True, params=["cuda", "metal"])
+def on_the_emulator(request, monkeypatch, tmp_path_factory):
+    emulate.emulated(monkeypatch, tmp_path_factory.getbasetemp() / "kernel_emu", request.param)
     yield
     for cached in (kernels._variant, kernels._launcher):
         cached.cache_clear()

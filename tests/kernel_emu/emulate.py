@@ -1,11 +1,13 @@
-"""Runs the CUDA build of Folio's decode kernel on the CPU (tests/cuda_emu/folio_cuda_emu.h).
+"""Runs the CUDA or the Metal build of Folio's decode kernels on the CPU (tests/kernel_emu).
 
-`emulated(monkeypatch)` makes `kernels.decode_attention` take the CUDA path here: each kernel it
-builds is the source MLX would compile (`kernels.cuda_source`), its four inline PTX statements
-swapped for the emulator's, compiled once by g++ and run over the launch's grid, one block after
-another. What this checks is the kernel's logic (fragment layouts, loads, masks, the one-pass
-merge) against the reference, on any machine; the H200 remains the judge of the hardware's own
-numerics and of speed.
+`emulated(monkeypatch, cache, backend)` makes `kernels.decode_attention` take that backend's path
+here: each kernel it builds is the source MLX would compile (`kernels.cuda_source`,
+`kernels.metal_source`), with the CUDA build's four inline PTX statements swapped for the
+emulator's calls and the Metal build's threadgroup declarations made static, compiled once by g++
+against folio_cuda_emu.h or the executable metal_stdlib here, and run over the launch's grid one
+block after another (emu_threads.h). What this checks is the kernels' logic (fragment layouts,
+loads, masks, the merges) against the references on any machine; a GPU remains the judge of the
+hardware's own numerics and of speed.
 """
 
 import hashlib
@@ -39,9 +41,14 @@ def available() -> bool:
     return shutil.which("g++") is not None
 
 
-def cpu_source(cuda_src: str) -> str:
-    """MLX's CUDA source for a kernel with its PTX swapped for the emulator's calls."""
-    out = cuda_src
+def cpu_source(backend: str, src: str) -> str:
+    """MLX's source for a kernel, made for the emulator: CUDA's PTX swapped for its calls, Metal's
+    threadgroup arrays static (shared by the block's threads; blocks run one at a time)."""
+    if backend == "metal":
+        out, n = re.subn(r"^#define SHARED threadgroup$", "#define SHARED static", src, flags=re.M)
+        assert n == 1, "the Metal prelude's SHARED qualifier moved"
+        return out
+    out = src
     for pattern, repl in PTX:
         out, n = re.subn(pattern, repl, out, flags=re.S)
         assert n == 1, f"inline PTX not found once: {pattern}"
@@ -49,12 +56,28 @@ def cpu_source(cuda_src: str) -> str:
     return '#include "folio_cuda_emu.h"\n' + out
 
 
-def driver(kernel: str, inputs, outputs) -> str:
+# What the driver passes for each Metal thread attribute the generated signature names.
+METAL_ARGS = {
+    "thread_index_in_simdgroup": "(emu_tid & 31u)",
+    "simdgroup_index_in_threadgroup": "(emu_tid / 32u)",
+    "thread_index_in_threadgroup": "emu_tid",
+    "threadgroup_position_in_grid": "uint3{emu_bx, emu_by, 0}",
+    "thread_position_in_threadgroup": "uint3{emu_tid, 0, 0}",
+}
+
+
+def driver(backend: str, kernel: str, src: str, inputs, outputs) -> str:
     """main(): reads the inputs (each at a 64-byte boundary of inputs.bin), fills the outputs with
     the init value, runs the grid, writes the outputs back in order."""
-    ctype = kernels.CUDA_TYPES
+    ctype = kernels.CUDA_TYPES if backend == "cuda" else kernels.METAL_TYPES
     args = [f"(const {ctype[d]}*)(in + off[{i}])" for i, (_n, d, _s, _k) in enumerate(inputs)]
     args += [f"({ctype[d]}*)(outb + ooff[{i}])" for i, (_n, d) in enumerate(outputs)]
+    if backend == "metal":
+        named = [a for a, _t in kernels.METAL_ATTRIBUTES if a in src]
+        unknown = set(named) - set(METAL_ARGS)
+        assert not unknown, f"thread attributes the emulator does not pass: {unknown}"
+        args += [METAL_ARGS[a] for a in named]
+    call = f"mlx::core::cu::{kernel}" if backend == "cuda" else kernel
     return f"""
 #include <cstdio>
 #include <cstdlib>
@@ -73,7 +96,7 @@ int main(int argc, char** argv) {{
   for (int i = 0; i < n_out; ++i) {{ osize[i] = std::atol(argv[7 + n_in + i]); ooff[i] = total; total += (osize[i] + {ALIGN} - 1) / {ALIGN} * {ALIGN}; }}
   char* outb = static_cast<char*>(std::aligned_alloc({ALIGN}, total + {ALIGN}));
   std::memset(outb, init == 1 ? 0xFF : 0, total);   // all-ones bytes: NaN in fp16, bf16 and fp32
-  emu_launch(gx, gy, nth, [&] {{ mlx::core::cu::{kernel}({", ".join(args)}); }});
+  emu_launch(gx, gy, nth, [&] {{ {call}({", ".join(args)}); }});
   FILE* o = std::fopen(argv[2], "wb");
   for (int i = 0; i < n_out; ++i) std::fwrite(outb + ooff[i], 1, osize[i], o);
   std::fclose(o);
@@ -103,8 +126,8 @@ def _compile(src: str, cache: Path) -> Path:
         p.write_text(text)
     cpp = cache / f"k_{key}.cpp"
     cpp.write_text(src)
-    r = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", "-I", str(HERE), "-I", str(cache / "inc"),
-                        str(cpp), "-o", str(exe)], capture_output=True, text=True)
+    r = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", "-Wno-attributes", "-I", str(HERE),
+                        "-I", str(cache / "inc"), str(cpp), "-o", str(exe)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     return exe
 
@@ -113,17 +136,18 @@ def fake_build(cache: Path):
     """A stand-in for kernels._build: the kernel object it returns runs on the emulator."""
 
     def build(kernel, backend, input_names, output_names, template):
-        assert backend == "cuda"
         hdr = kernels.variant_header(kernel, backend, template)
         body = kernels.source(kernel, backend, template)
-        name = kernels.mlx_kernel_name(backend, kernels.kernel_name(kernel, backend, template), [], [])
+        name = "custom_kernel_" + kernels.kernel_name(kernel, backend, template)
+        assemble = kernels.cuda_source if backend == "cuda" else kernels.metal_source
 
         def call(*, inputs, output_shapes, output_dtypes, grid, threadgroup, init_value=None, verbose=False, **_):
             arrays = [mx.array(x) if not isinstance(x, mx.array) else x for x in inputs]
             mx.eval(arrays)
             descr = [(n, kernels._type_name(a.dtype), a.size, a.ndim) for n, a in zip(input_names, arrays)]
             outs = [(n, kernels._type_name(d)) for n, d in zip(output_names, output_dtypes)]
-            src = cpu_source(kernels.cuda_source(name, hdr, body, descr, outs)) + driver(name, descr, outs)
+            mlx_src = assemble(name, hdr, body, descr, outs)
+            src = cpu_source(backend, mlx_src) + driver(backend, name, mlx_src, descr, outs)
             exe = _compile(src, cache)
             blob, offsets = bytearray(), []
             for a in arrays:
@@ -151,9 +175,9 @@ def fake_build(cache: Path):
     return build
 
 
-def emulated(monkeypatch, cache: Path):
-    """decode_attention on the CUDA path, every kernel run by the emulator."""
-    monkeypatch.setattr(kernels, "available", lambda: "cuda")
+def emulated(monkeypatch, cache: Path, backend: str = "cuda"):
+    """decode_attention on `backend`'s path, every kernel run by the emulator."""
+    monkeypatch.setattr(kernels, "available", lambda: backend)
     monkeypatch.setattr(kernels, "_build", fake_build(cache))
     monkeypatch.setattr(kernels, "COMPILED", False)
     kernels._variant.cache_clear()

@@ -1,8 +1,8 @@
 // A CPU stand-in for the CUDA device vocabulary the decode kernel uses, so the CUDA build of the
-// kernel (cuda_header.h + the shared body, as MLX assembles it) runs here under g++: every thread
-// of a block is a std::thread, warp collectives (shuffles, mma.sync, movmatrix) meet at a per-warp
-// barrier, __syncthreads at a block barrier, blocks run one after another. The four inline PTX
-// statements of cuda_header.h are swapped for the emu_* calls below by tests/cuda_emu/emulate.py.
+// kernel (cuda_header.h + the shared body, as MLX assembles it) runs here under g++ on the threads
+// of emu_threads.h: warp collectives (shuffles, mma.sync, movmatrix) meet at a per-warp barrier,
+// __syncthreads at the block's. The four inline PTX statements of cuda_header.h are swapped for
+// the emu_* calls below by tests/kernel_emu/emulate.py.
 // Numerics follow the PTX ISA's definitions (fp16 operands, fp32 accumulation, fp16 subnormals
 // kept), not the hardware's bit-exact order of additions.
 #pragma once
@@ -15,6 +15,8 @@
 #include <memory>
 #include <thread>
 #include <vector>
+
+#include "emu_threads.h"
 
 #define __device__
 #define __host__
@@ -80,28 +82,14 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v); }
 
-// -- threads, warps, blocks ------------------------------------------------------------------------
-inline thread_local uint3 threadIdx, blockIdx;
-struct EmuBlock {
-  std::barrier<> block;
-  std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<uint64_t> slots;           // per lane of the block: up to 10 words of a collective
-  explicit EmuBlock(int nth) : block(nth), slots(size_t(nth) * 10) {
-    for (int w = 0; w < nth / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
-  }
-};
-inline EmuBlock* emu_block = nullptr;
-inline void __syncthreads() { emu_block->block.arrive_and_wait(); }
-inline uint64_t* emu_slot(unsigned lane_in_block) { return &emu_block->slots[size_t(lane_in_block) * 10]; }
-inline void emu_warp_sync() { emu_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
+// -- threads ---------------------------------------------------------------------------------------
+#define threadIdx (uint3{emu_tid, 0, 0})
+#define blockIdx (uint3{emu_bx, emu_by, 0})
+inline void __syncthreads() { emu_block_sync(); }
 
 inline float __shfl_xor_sync(unsigned, float v, int mask) {
-  const unsigned me = threadIdx.x, base = me & ~31u;
   uint32_t bits; std::memcpy(&bits, &v, 4);
-  emu_slot(me)[0] = bits;
-  emu_warp_sync();
-  const uint32_t got = uint32_t(emu_slot(base + ((me & 31u) ^ unsigned(mask)))[0]);
-  emu_warp_sync();
+  const uint32_t got = uint32_t(emu_exchange(bits, (emu_tid & 31u) ^ unsigned(mask)));
   float r; std::memcpy(&r, &got, 4);
   return r;
 }
@@ -115,7 +103,7 @@ inline float emu_half(uint32_t reg, int hi) {
 // a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9];
 // b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
 inline void emu_mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  const unsigned me = threadIdx.x, base = me & ~31u;
+  const unsigned me = emu_tid, base = me & ~31u;
   uint64_t* s = emu_slot(me);
   s[0] = a0; s[1] = a1; s[2] = a2; s[3] = a3; s[4] = b0; s[5] = b1;
   emu_warp_sync();
@@ -143,7 +131,7 @@ inline void emu_mma(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3
 }
 // movmatrix.sync.aligned.m8n8.trans.b16: lane = 4r + c holds M[r][2c, 2c+1]; gets M^T's.
 inline uint32_t emu_movmatrix(uint32_t x) {
-  const unsigned me = threadIdx.x, base = me & ~31u;
+  const unsigned me = emu_tid, base = me & ~31u;
   emu_slot(me)[0] = x;
   emu_warp_sync();
   uint16_t M[8][8];
@@ -155,22 +143,4 @@ inline uint32_t emu_movmatrix(uint32_t x) {
   emu_warp_sync();
   const int r = int(me & 31u) >> 2, c = int(me & 3u);
   return uint32_t(M[2 * c][r]) | (uint32_t(M[2 * c + 1][r]) << 16);
-}
-
-// Runs kernel(args...) over a grid of (gx, gy) blocks of nth threads, blocks in turn.
-template <class F> void emu_launch(int gx, int gy, int nth, F kernel) {
-  for (int by = 0; by < gy; ++by)
-    for (int bx = 0; bx < gx; ++bx) {
-      EmuBlock blk(nth);
-      emu_block = &blk;
-      std::vector<std::thread> threads;
-      for (int t = 0; t < nth; ++t)
-        threads.emplace_back([=] {
-          threadIdx = uint3{unsigned(t), 0, 0};
-          blockIdx = uint3{unsigned(bx), unsigned(by), 0};
-          kernel();
-        });
-      for (auto& th : threads) th.join();
-      emu_block = nullptr;
-    }
 }
