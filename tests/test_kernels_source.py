@@ -1,102 +1,23 @@
 """The kernel sources compile, on Linux CI, exactly as MLX would assemble them.
 
 Metal: the prelude + body with the signature MLX generates (`kernels.metal_source`), compiled as C++
-by g++ through a shim that stands in for <metal_stdlib> and MLX's Metal utils; a deliberate typo
-must make it fail. CUDA: the same body with MLX's CUDA assembly (`kernels.cuda_source`, checked
+by g++ against the stand-in for <metal_stdlib> in tests/kernel_emu; a deliberate typo must make it
+fail. CUDA: the same body with MLX's CUDA assembly (`kernels.cuda_source`, checked
 byte for byte against MLX's own verbose output on the H200), compiled by `nvcc -c -arch=sm_90`.
 """
 
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from app.engine import kernels
 
-METAL_SHIM = r"""
-// Stand-in for <metal_stdlib> and MLX's Metal utils: just enough Metal for g++ to check syntax,
-// names and template instantiation of the generated kernels.
-#pragma once
-#include <cstdint>
-#include <cstring>
-#include <cmath>
-#define device
-#define threadgroup
-#define constant
-#define thread
-typedef unsigned int uint;
-typedef unsigned short ushort;
-typedef unsigned long ulong;
-typedef _Float16 half;
-typedef half float16_t;
-struct bfloat16_t {
-  float v;
-  bfloat16_t() = default;
-  bfloat16_t(float x) : v(x) {}
-  operator float() const { return v; }
-};
-template <typename T, int N> struct vec {
-  T v[N];
-  vec() = default;
-  explicit vec(T s) { for (int i = 0; i < N; ++i) v[i] = s; }
-  template <typename... A, typename = typename std::enable_if<sizeof...(A) == N && (N > 1)>::type>
-  vec(A... a) : v{T(a)...} {}
-  T& operator[](int i) { return v[i]; }
-  T operator[](int i) const { return v[i]; }
-  vec operator-(const vec& o) const { vec r; for (int i = 0; i < N; ++i) r.v[i] = v[i] - o.v[i]; return r; }
-};
-struct uint2 : vec<uint, 2> { using vec::vec; uint2() = default; };
-struct uint3 : vec<uint, 3> {
-  using vec::vec;
-  uint3() = default;
-  uint x, y, z;
-};
-struct uint4 : vec<uint, 4> {
-  using vec::vec;
-  uint4() = default;
-  uint4(const vec<uint, 4>& o) : vec(o) {}
-  uint x, y, z, w;
-};
-struct ulong2 : vec<ulong, 2> { using vec::vec; };
-struct float4 : vec<float, 4> {
-  using vec::vec;
-  float4() = default;
-  float x, y, z, w;
-};
-struct half2 : vec<half, 2> {
-  using vec::vec;
-  half2() = default;
-  half2(const vec<half, 2>& o) : vec(o) {}
-};
-
-template <typename T, typename U> T as_type(U u) { static_assert(sizeof(T) == sizeof(U), "as_type"); T t; std::memcpy(&t, &u, sizeof t); return t; }
-inline half2 fma(half2 a, half2 b, half2 c) { half2 r; for (int i = 0; i < 2; ++i) r[i] = a[i] * b[i] + c[i]; return r; }
-enum class mem_flags { mem_none, mem_device, mem_threadgroup };
-void threadgroup_barrier(mem_flags);
-void simdgroup_barrier(mem_flags);
-float simd_shuffle_xor(float, ushort);
-template <typename T, int R, int C> struct simdgroup_matrix {
-  vec<T, 2> e;
-  vec<T, 2>& thread_elements() { return e; }
-  const vec<T, 2>& thread_elements() const { return e; }
-};
-typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
-typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
-template <typename T, int R, int C> simdgroup_matrix<T, R, C> make_filled_simdgroup_matrix(T);
-template <typename T, typename S, int R, int C>
-void simdgroup_load(simdgroup_matrix<T, R, C>&, const S*, int, ulong2 = ulong2(0), bool = false);
-template <typename T, typename S, int R, int C> void simdgroup_store(const simdgroup_matrix<T, R, C>&, S*, int);
-template <typename T, typename U, int R, int C>
-void simdgroup_multiply_accumulate(simdgroup_matrix<T, R, C>&, const simdgroup_matrix<U, R, C>&,
-                                   const simdgroup_matrix<U, R, C>&, const simdgroup_matrix<T, R, C>&);
-namespace metal {
-inline float exp2(float x) { return std::exp2(x); }
-inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
-template <typename T> T max(T a, T b) { return a > b ? a : b; }
-template <typename T> T min(T a, T b) { return a < b ? a : b; }
-}
-"""
+# The executable stand-in for <metal_stdlib> the emulated tests run the Metal build on
+# (tests/kernel_emu): here it only has to compile.
+METAL_STDLIB = Path(__file__).parent / "kernel_emu"
 
 VARIANTS = [  # (head_dim, gqa, k_bits, v_bits, k_group, v_group, query dtype)
     (128, 8, 4, 4, 64, 64, "float16"),
@@ -108,12 +29,9 @@ VARIANTS = [  # (head_dim, gqa, k_bits, v_bits, k_group, v_group, query dtype)
 
 
 def gxx_check(tmp_path, source: str, name: str = "k"):
-    inc = tmp_path / "shim"
-    inc.mkdir(exist_ok=True)
-    (inc / "metal_stdlib").write_text(METAL_SHIM)
     src = tmp_path / f"{name}.metal.cpp"
     src.write_text(source)
-    return subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wno-attributes", "-I", str(inc), str(src)],
+    return subprocess.run(["g++", "-std=c++20", "-fsyntax-only", "-Wno-attributes", "-I", str(METAL_STDLIB), str(src)],
                           capture_output=True, text=True)
 
 
