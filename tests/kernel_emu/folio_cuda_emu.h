@@ -3,18 +3,14 @@
 // of emu_threads.h: warp collectives (shuffles, mma.sync, movmatrix) meet at a per-warp barrier,
 // __syncthreads at the block's. The four inline PTX statements of cuda_header.h are swapped for
 // the emu_* calls below by tests/kernel_emu/emulate.py.
-// Numerics follow the PTX ISA's definitions (fp16 operands, fp32 accumulation, fp16 subnormals
-// kept), not the hardware's bit-exact order of additions.
+// Numerics follow the PTX ISA's definitions (fp16 operands with subnormals kept, products exact),
+// with the MMA sums taken in double: not the hardware's order and truncation of additions, nor
+// ex2.approx's last bits.
 #pragma once
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <thread>
-#include <vector>
 
 #include "emu_threads.h"
 
