@@ -13,7 +13,6 @@ a Mac does.
 import mlx.core as mx
 import pytest
 
-from app.engine import kernels
 from kernel_emu import emulate
 from kernel_cases import check, check_ring, check_tail, check_transforms
 
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.skipif(not emulate.available(), reason="g++ is not inst
 def on_the_emulator(request, monkeypatch, tmp_path_factory):
     emulate.emulated(monkeypatch, tmp_path_factory.getbasetemp() / "kernel_emu", request.param)
     yield
-    for cached in (kernels._variant, kernels._launcher):
-        cached.cache_clear()
-    kernels._pools.clear()
+    emulate.forget()
 
 
 @pytest.mark.parametrize("gqa,head_dim", [(1, 64), (8, 64), (4, 128), (8, 128), (1, 256), (8, 256)])

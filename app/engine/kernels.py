@@ -468,15 +468,22 @@ def cuda_source(name, hdr, src, inputs, outputs) -> str:
     return "".join(out)
 
 
+def mlx_source(kernel: str, backend: str, template, inputs, outputs) -> tuple[str, str]:
+    """(the generated kernel's name, its whole source) for one variant called with these inputs
+    and outputs (as metal_source takes them), as MLX assembles them for decode_attention's calls:
+    the constants in the source, no MLX template arguments."""
+    name = mlx_kernel_name(backend, kernel_name(kernel, backend, template), inputs, outputs)
+    build = metal_source if backend == "metal" else cuda_source
+    return name, build(name, variant_header(kernel, backend, template), source(kernel, backend, template),
+                       inputs, outputs)
+
+
 def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16",
                    rotate: bool = True):
     """Both decode kernels' full source for one variant, assembled as MLX would for `backend` (on a
     one-pass backend the partial kernel is the whole decode; the combine kernel is still checked)."""
     def assemble(kernel, inputs, outputs, tpl):
-        # As decode_attention builds them: the constants in the source, no MLX template arguments.
-        name = mlx_kernel_name(backend, kernel_name(kernel, backend, tpl), inputs, outputs)
-        build = metal_source if backend == "metal" else cuda_source
-        return build(name, variant_header(kernel, backend, tpl), source(kernel, backend, tpl), inputs, outputs)
+        return mlx_source(kernel, backend, tpl, inputs, outputs)[1]
 
     # The constants decode_attention would build for this variant (G query heads on one KV head,
     # a tail of the query's dtype, every transform on or off together).

@@ -136,17 +136,12 @@ def fake_build(cache: Path):
     """A stand-in for kernels._build: the kernel object it returns runs on the emulator."""
 
     def build(kernel, backend, input_names, output_names, template):
-        hdr = kernels.variant_header(kernel, backend, template)
-        body = kernels.source(kernel, backend, template)
-        name = "custom_kernel_" + kernels.kernel_name(kernel, backend, template)
-        assemble = kernels.cuda_source if backend == "cuda" else kernels.metal_source
-
         def call(*, inputs, output_shapes, output_dtypes, grid, threadgroup, init_value=None, verbose=False, **_):
             arrays = [mx.array(x) if not isinstance(x, mx.array) else x for x in inputs]
             mx.eval(arrays)
             descr = [(n, kernels._type_name(a.dtype), a.size, a.ndim) for n, a in zip(input_names, arrays)]
             outs = [(n, kernels._type_name(d)) for n, d in zip(output_names, output_dtypes)]
-            mlx_src = assemble(name, hdr, body, descr, outs)
+            name, mlx_src = kernels.mlx_source(kernel, backend, template, descr, outs)
             src = cpu_source(backend, mlx_src) + driver(backend, name, mlx_src, descr, outs)
             exe = _compile(src, cache)
             blob, offsets = bytearray(), []
@@ -180,6 +175,11 @@ def emulated(monkeypatch, cache: Path, backend: str = "cuda"):
     monkeypatch.setattr(kernels, "available", lambda: backend)
     monkeypatch.setattr(kernels, "_build", fake_build(cache))
     monkeypatch.setattr(kernels, "COMPILED", False)
+    forget()
+
+
+def forget():
+    """Drop the launchers and variants kernels.py keeps: they hold whichever builder made them
+    (the emulator's after `emulated`, MLX's before and after)."""
     kernels._variant.cache_clear()
     kernels._launcher.cache_clear()
-    kernels._pools.clear()
