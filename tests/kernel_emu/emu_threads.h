@@ -1,6 +1,7 @@
-// The thread machinery both emulated backends share (tests/kernel_emu): every thread of a block is
-// a std::thread, a warp's (SIMD group's) collectives meet at its barrier and trade values through
-// per-lane slots, the block's barrier is the threadgroup's, blocks run one after another.
+// What both emulated backends share (tests/kernel_emu): the threads (every thread of a block is a
+// std::thread, a warp's or SIMD group's collectives meet at its barrier and trade values through
+// per-lane slots, the block's barrier is the threadgroup's, blocks run one after another), the
+// shuffle, and the fp16 and bfloat16 rounding the two vocabularies spell differently.
 #pragma once
 #include <barrier>
 #include <cstdint>
@@ -31,6 +32,30 @@ inline uint64_t emu_exchange(uint64_t mine, unsigned l) {
   emu_warp_sync();
   return got;
 }
+
+// A warp's shuffle by XOR of the lane index (__shfl_xor_sync, simd_shuffle_xor).
+inline float emu_shfl_xor(float v, unsigned mask) {
+  uint32_t bits; std::memcpy(&bits, &v, 4);
+  const uint32_t got = uint32_t(emu_exchange(bits, (emu_tid & 31u) ^ mask));
+  float r; std::memcpy(&r, &got, 4);
+  return r;
+}
+
+// A fused fp16 multiply-add: the exact product plus the addend, rounded once.
+inline _Float16 emu_fma_f16(_Float16 a, _Float16 b, _Float16 c) {
+  return static_cast<_Float16>(double(a) * double(b) + double(c));
+}
+
+// bfloat16 as its bits (__nv_bfloat16, bfloat16_t), from float by round to nearest even (finite values).
+struct EmuBf16 {
+  uint16_t bits;
+  EmuBf16() = default;
+  EmuBf16(float f) {
+    uint32_t u; std::memcpy(&u, &f, 4);
+    bits = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+  operator float() const { uint32_t u = uint32_t(bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+};
 
 // Runs kernel() over a grid of (gx, gy) blocks of nth threads (a multiple of 32): nth threads, each
 // taking its place in every block in turn, all of a block's done before the next starts (its

@@ -36,23 +36,12 @@ struct __half {
   operator float() const { return static_cast<float>(v); }
 };
 struct __half2 { __half x, y; };
-struct __nv_bfloat16 {
-  uint16_t bits;
-  __nv_bfloat16() = default;
-  __nv_bfloat16(float f) {   // round to nearest even (finite values)
-    uint32_t u; std::memcpy(&u, &f, 4);
-    bits = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  }
-  operator float() const { uint32_t u = uint32_t(bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
-};
+typedef EmuBf16 __nv_bfloat16;
 static_assert(sizeof(__half) == 2 && sizeof(__half2) == 4, "half layout");
 inline __half __float2half_rn(float f) { return __half(f); }
 inline float __half2float(__half h) { return float(h); }
 inline float __bfloat162float(__nv_bfloat16 h) { return float(h); }
-// Rounded once from double: the exact product plus the addend, as a fused fp16 op.
-inline __half fma_h(__half a, __half b, __half c) {
-  return __half(float(static_cast<_Float16>(double(float(a)) * double(float(b)) + double(float(c)))));
-}
+inline __half fma_h(__half a, __half b, __half c) { return __half(float(emu_fma_f16(a.v, b.v, c.v))); }
 inline __half2 __floats2half2_rn(float a, float b) { return __half2{__half(a), __half(b)}; }
 inline __half2 __halves2half2(__half a, __half b) { return __half2{a, b}; }
 inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) { return __half2{fma_h(a.x, b.x, c.x), fma_h(a.y, b.y, c.y)}; }
@@ -83,12 +72,7 @@ inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(
 #define blockIdx (uint3{emu_bx, emu_by, 0})
 inline void __syncthreads() { emu_block_sync(); }
 
-inline float __shfl_xor_sync(unsigned, float v, int mask) {
-  uint32_t bits; std::memcpy(&bits, &v, 4);
-  const uint32_t got = uint32_t(emu_exchange(bits, (emu_tid & 31u) ^ unsigned(mask)));
-  float r; std::memcpy(&r, &got, 4);
-  return r;
-}
+inline float __shfl_xor_sync(unsigned, float v, int mask) { return emu_shfl_xor(v, unsigned(mask)); }
 
 inline float emu_half(uint32_t reg, int hi) {
   const uint16_t b = uint16_t(hi ? reg >> 16 : reg & 0xFFFF);
