@@ -36,7 +36,7 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   # Each plan's kernel time alone (ncu, clocks locked to base: comparable, not absolute), then
   # one launch per NCU_FULL_CTX context in detail.
   SECONDS=0
-  timeout ${NCU_S:-150} ncu --csv --metrics gpu__time_duration.sum -k regex:"folio|sdpa|attention" \
+  timeout ${NCU_S:-150} ncu --csv --metrics gpu__time_duration.sum,smsp__inst_executed.sum -k regex:"folio|sdpa|attention" \
     python3 bench/kernel_probe.py ${PROBE_CTX:-131072,32768,4096} --once > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
   echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
   python3 bench/ncu_table.py "$OUT/ncu.csv" | tee "$OUT/ncu_table.txt"
