@@ -3,7 +3,8 @@
 Folio's int4 cache (H1's QuantizedCache, decode through the fused kernel) against mlx-lm's fp16
 cache (which is also Folio's fp16 mode: Folio decodes with mlx-lm's generate_step). Both use the
 same loop: chunked prefill, then generate_step for the decode. A prefill that runs past
---budget-s is stopped and reported as such rather than waited for.
+--budget-s is stopped and reported as such rather than waited for. Decode-only rows
+(--fill-contexts) also give a step's graph-building and evaluation time, one step at a time.
 
     python3 bench/e2e_device.py --contexts 32768 --decode 64 --json out.json
 """
@@ -81,7 +82,8 @@ def fill(caches, context):
 
 
 def run_decode_only(loaded, caches, context, decode) -> dict:
-    """Fill every layer's cache with `context` random tokens directly (no prefill), then decode."""
+    """Fill every layer's cache with `context` random tokens directly (no prefill), then decode;
+    then a step's host time to build its graph and its evaluation time, one step at a time."""
     fill(caches, context)
     mx.reset_peak_memory()
     t_first, n = None, 0
@@ -89,9 +91,27 @@ def run_decode_only(loaded, caches, context, decode) -> dict:
         n += 1
         if t_first is None:
             t_first = time.perf_counter()
+    decode_s = time.perf_counter() - t_first
     kv = sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
-    return {"prefill_tps": float("nan"), "decode_tps": (n - 1) / (time.perf_counter() - t_first), "kv_gb": kv / 1e9,
-            "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False, "filled_directly": True}
+    return {"prefill_tps": float("nan"), "decode_tps": (n - 1) / decode_s, "kv_gb": kv / 1e9,
+            "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False, "filled_directly": True,
+            **step_split(loaded.model, caches)}
+
+
+def step_split(model, caches, steps: int = 16) -> dict:
+    """Median ms of a decode step's graph building (host) and of its evaluation (host encoding and
+    GPU, not overlapped with the next step's building as generate_step overlaps them): which of
+    the two bounds a step."""
+    build, run = [], []
+    y = mx.array([[1]])
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        logits = model(y, cache=caches)
+        t1 = time.perf_counter()
+        mx.eval(logits)
+        run.append(time.perf_counter() - t1)
+        build.append(t1 - t0)
+    return {"build_ms": sorted(build)[steps // 2] * 1e3, "eval_ms": sorted(run)[steps // 2] * 1e3}
 
 
 def caches_for(loaded, mode: str, default_blocks: int):
@@ -151,10 +171,11 @@ def main():
         Path(args.json).write_text(json.dumps({"model": loaded.model_id, "device": mx.device_info().get("device_name"),
                                                "rows": rows}, indent=2))
         print(json.dumps(rows))
-    print("context  mode               prefill tok/s  decode tok/s  KV GB")
+    print("context  mode               prefill tok/s  decode tok/s  KV GB  step build / eval ms")
     for r in rows:
+        split = f"  {r['build_ms']:.2f} / {r['eval_ms']:.2f}" if "build_ms" in r else ""
         print(f"{r['context']:7d}  {r['mode']:17s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
-              f"  {r.get('kv_gb', float('nan')):5.2f}{'  (prefill stopped)' if r['stopped'] else ''}")
+              f"  {r.get('kv_gb', float('nan')):5.2f}{split}{'  (prefill stopped)' if r['stopped'] else ''}")
 
 
 if __name__ == "__main__":
