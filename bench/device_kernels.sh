@@ -3,7 +3,7 @@
 # through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
 # to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
 # may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1 (NCU_FULL=1), LAYER=1,
-# E2E=0 skip or add them (PROBE_CTX, PROBE_PLANS, PROBE_BLOCKS, PROBE_ALT: bench/kernel_probe.py); E2E_PREFILL /
+# E2E=0 skip or add them (NCU_OPTS: more ncu options, e.g. "--clock-control none"; PROBE_CTX, PROBE_PLANS, PROBE_BLOCKS, PROBE_ALT: bench/kernel_probe.py); E2E_PREFILL /
 # E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
 # are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, a call's
 # host time by part, the launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
@@ -36,7 +36,7 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   # Each plan's kernel time alone (ncu, clocks locked to base: comparable, not absolute), then
   # one launch per NCU_FULL_CTX context in detail.
   SECONDS=0
-  timeout ${NCU_S:-150} ncu --csv --metrics gpu__time_duration.sum,smsp__inst_executed.sum -k regex:"folio|sdpa|attention" \
+  timeout ${NCU_S:-150} ncu --csv ${NCU_OPTS:-} --metrics gpu__time_duration.sum,smsp__inst_executed.sum -k regex:"folio|sdpa|attention" \
     python3 bench/kernel_probe.py ${PROBE_CTX:-131072,32768,4096} --once > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
   echo "ncu rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
   python3 bench/ncu_table.py "$OUT/ncu.csv" | tee "$OUT/ncu_table.txt"
