@@ -14,6 +14,8 @@ for each launch plan:
                    "264/512"
     PROBE_ALT      a folder of other shader files (same names): every plan is timed with them
                    too, as an A/B in one process ("alt" rows)
+    PROBE_GROUP    the K and V quantization group size (default 64; 32 and 128 change how many
+                   scale and bias bytes each row carries)
 """
 import os
 import sys
@@ -25,6 +27,7 @@ from app.bench.attention_device import time_ms
 from app.engine import kernels
 
 H, HKV, D = 64, 8, 128
+GROUP = int(os.environ.get("PROBE_GROUP", "64"))
 shipped = (kernels.PIPELINE, kernels.STEP_TOKENS, kernels.MIN_BLOCKS_PER_SM, kernels.WARPS)
 real_shader = kernels.shader
 
@@ -40,13 +43,13 @@ def use(pf: bool, nt: int, minb: int, nw: int, shaders: str | None):
 
 def data(ctx: int):
     q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
-    kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
-    vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+    kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), GROUP, 4)
+    vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), GROUP, 4)
     mx.eval(q, kq, vq)
-    fn = lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
-                                          v_group=64)
+    fn = lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=GROUP,
+                                          v_group=GROUP)
     # fp32 attention over the dequantized cache, as tests/test_kernels_device.py checks against
-    k, v = (mx.dequantize(*x, group_size=64, bits=4).astype(mx.float32) for x in (kq, vq))
+    k, v = (mx.dequantize(*x, group_size=GROUP, bits=4).astype(mx.float32) for x in (kq, vq))
     qf = q.astype(mx.float32).reshape(1, HKV, H // HKV, D) * D**-0.5
     ref = (mx.softmax(qf @ k.swapaxes(-1, -2), axis=-1) @ v).reshape(1, H, 1, D)
     mx.eval(ref)
