@@ -1,0 +1,167 @@
+"""Where the fused decode kernel's time goes, on the CUDA device: clock64 stamps around each full
+step of a warp's token loop (issuing the next step's loads, waiting for this step's, computing
+it), and globaltimer stamps of each block (start, token loop start and end, partials written, end:
+after the merge for the block that merges).
+
+    python3 bench/step_stamps.py [contexts]        (default 131072,32768)
+
+The shipped kernel body is copied with stamps inserted at anchors (checked, so an edited body fails
+here rather than measuring something else). Before a step's compute the warp XORs every K and V
+word of the step into one register and hands it to the stamp's asm, so it stalls until the loads
+have landed (the wait); after the compute the stamp takes the running sums and an O element, so
+the step's MMAs have finished (the compute). A stamp's asm takes those values as inputs, so the
+compiler cannot read the clock before they exist; it can still move independent work across a
+stamp, so the split is approximate. Lane 0 of each warp, and thread 0 of each block, write their
+figures past the one-pass scratch's partials (the scratch is made that much longer here). The
+stamps change the schedule a little: the README times of both forms (ms) show their cost, and
+the outputs must match exactly.
+"""
+import os
+import sys
+import tempfile
+
+import mlx.core as mx
+import numpy as np
+
+from app.bench.attention_device import time_ms
+from app.engine import kernels
+
+H, HKV, D = 64, 8, 128
+SHIPPED = kernels.shader
+
+STATE = "  int tc = -1;"
+STEP = "    if (PF ? tc >= 0 : more) STEP_COMPUTE();"
+END = "  // Per-warp softmax state, then merge the NW warps and write this split's partial result."
+TOP = "    const bool more = tn + NT <= t_end;"
+FIELDS = 5   # per warp: wait, compute, full steps, issuing the next step's loads, the whole loop
+BLOCK = "const int bk = int(block.y);"
+MERGE = "#if FOLIO_ONE_PASS\n// One-pass decode: the block that finishes last"
+SLOTS = 8    # per block, int64 globaltimer ns: start, loop start, loop end, partials written, end
+
+
+def stamped_body(text: str) -> str:
+    for anchor in (STATE, STEP, END, TOP, BLOCK, MERGE):
+        if text.count(anchor) != 1:
+            sys.exit(f"step_stamps: the kernel body changed (anchor not found once): {anchor.strip()}")
+    text = text.replace(STATE, STATE + """ long long st_wait = 0, st_comp = 0, st_issue = 0, t_top, t_loop;
+  int st_n = 0;
+  asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_loop) :: "memory");
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[1]) :: "memory");""")
+    stamp = 'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[{}]) :: "memory");'
+    text = text.replace(BLOCK, "unsigned long long g[5] = {0, 0, 0, 0, 0};\n" + stamp.format(0) + "\n" + BLOCK)
+    text = text.replace(MERGE, stamp.format(3) + "\n" + MERGE)
+    text = text.rstrip("\n") + "\n" + stamp.format(4) + """
+if (tid == 0) {
+  unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + params[11] + params[11] / D * 2
+                                                                 + int(gridDim.y) * n_splits * NW * 5);
+  for (int i = 0; i < 5; ++i) gs[(bk * n_splits + split) * 8 + i] = g[i];
+}
+"""
+    text = text.replace(TOP, TOP + """
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_top) :: "memory");""")
+    text = text.replace(STEP, """    if (PF ? tc >= 0 : more) {
+      long long t0, t1, t2;
+      asm volatile("mov.u64 %0, %%clock64;" : "=l"(t0) :: "memory");
+      uint acc = uint(t0);
+      for (int m = 0; m < MT; ++m) {
+        for (int j = 0; j < KR; ++j) for (int i = 0; i < KWL; ++i) acc ^= kw[m][j][i];
+        for (int j = 0; j < VR; ++j) for (int i = 0; i < VWL; ++i) acc ^= vw[m][j][i];
+      }
+      asm volatile("mov.u64 %0, %%clock64;" : "=l"(t1) : "r"(acc) : "memory");
+      STEP_COMPUTE();
+      asm volatile("mov.u64 %0, %%clock64;" : "=l"(t2) : "f"(l_run[0]), "f"(l_run[1]), "f"(oacc.c[D / 16 - 1][3]) : "memory");
+      st_wait += t1 - t0; st_comp += t2 - t1; st_issue += t0 - t_top; ++st_n;
+    }""")
+    text = text.replace(END, """  long long t_end_loop;
+  asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_end_loop) :: "memory");
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[2]) :: "memory");
+  if (lane == 0) {
+    float* st = writable(scratch) + params[11] + params[11] / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * 5;
+    st[0] = float(st_wait); st[1] = float(st_comp); st[2] = float(st_n); st[3] = float(st_issue);
+    st[4] = float(t_end_loop - t_loop);
+  }
+""" + END)
+    return text
+
+
+def use_stamps(on: bool, folder: str):
+    if on:
+        kernels.shader = lambda name: kernels._compact(open(os.path.join(folder, name)).read())
+    else:
+        kernels.shader = SHIPPED
+    kernels.set_plan()   # drops the per-variant caches
+
+
+def main():
+    if kernels.available() != "cuda":
+        sys.exit("step_stamps: needs MLX's CUDA backend (clock64 stamps)")
+    contexts = [int(c) for c in (sys.argv[1] if len(sys.argv) > 1 else "131072,32768").split(",")]
+    folder = tempfile.mkdtemp(prefix="folio_stamps_")
+    shaders = os.path.join(os.path.dirname(kernels.__file__), "shaders")
+    for name in os.listdir(shaders):
+        text = open(os.path.join(shaders, name)).read()
+        open(os.path.join(folder, name), "w").write(stamped_body(text) if name == "decode_partial.body" else text)
+    nw = kernels.WARPS
+
+    # Room for the stamps after the partials: (B * n_kv) blocks' rows x the most splits x NW warps x 3.
+    plan = kernels._scratch_plan.__wrapped__
+
+    @__import__("functools").lru_cache(maxsize=64)
+    def roomy(B, Hq, n_kv, Dh):
+        cap, ml_at, n = plan(B, Hq, n_kv, Dh)
+        return cap, ml_at, n + B * n_kv * cap * (nw * FIELDS + 2 * SLOTS)
+
+    kernels._scratch_plan = roomy
+    taken = []
+    real_buffers = kernels._one_pass_buffers
+
+    def recording(n_counters, n_floats):
+        bufs = real_buffers(n_counters, n_floats)
+        taken.append(bufs)
+        return bufs
+
+    kernels._one_pass_buffers = recording
+    print("context  stamped ms  plain ms  steps/warp  cycles per step: issue  wait  compute  | loop cycles/warp")
+    for ctx in contexts:
+        q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
+        kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+        vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
+        mx.eval(q, kq, vq)
+
+        def fn():
+            return kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
+                                            v_group=64)
+
+        use_stamps(False, folder)
+        plain = fn()
+        plain_ms = time_ms(fn)
+        use_stamps(True, folder)
+        stamped_ms = time_ms(fn)
+        taken.clear()
+        out = fn()
+        mx.eval(out)
+        err = (mx.abs(out.astype(mx.float32) - plain.astype(mx.float32)).max()).item()
+        cap, ml_at, _ = kernels._scratch_plan(1, H, HKV, D)
+        splits = kernels.split_plan(ctx, HKV, nw, kernels.step_tokens(D))[0]
+        scratch = np.array(taken[-1][1])
+        # the kernel numbers its warps (KV head * splits + split) * NW + warp
+        st = scratch[ml_at + ml_at // D * 2:][: HKV * splits * nw * FIELDS].reshape(-1, FIELDS)
+        steps = st[:, 2].sum()
+        issue, wait, comp = (st[:, i].sum() / steps for i in (3, 0, 1))
+        print(f"{ctx:7d}  {stamped_ms:10.4f}  {plain_ms:8.4f}  {st[:, 2].mean():10.1f}  {issue:22.0f}  {wait:4.0f}"
+              f"  {comp:7.0f}  | {st[:, 4].mean():.0f} (max |stamped - plain| {err:.1e})", flush=True)
+        at = ml_at + ml_at // D * 2 + HKV * splits * nw * FIELDS
+        g = scratch[at: at + HKV * splits * 2 * SLOTS].view(np.int64).reshape(-1, SLOTS)[:, :5].astype(np.float64)
+        t0 = g[:, 0].min()
+        rel = (g - t0) / 1e3   # us after the first block started
+        last = rel[:, 4].argmax()
+        print(f"         blocks' times, us after the first block's start (median over blocks; the last to end):"
+              f" start {np.median(rel[:, 0]):.1f}, loop start {np.median(rel[:, 1]):.1f}, loop end"
+              f" {np.median(rel[:, 2]):.1f}, partials written {np.median(rel[:, 3]):.1f}, end {np.median(rel[:, 4]):.1f};"
+              f" latest start {rel[:, 0].max():.1f}, latest loop end {rel[:, 2].max():.1f}, last block"
+              f" {rel[last, 0]:.1f} / {rel[last, 2]:.1f} / {rel[last, 3]:.1f} / {rel[last, 4]:.1f}", flush=True)
+    use_stamps(False, folder)
+
+
+if __name__ == "__main__":
+    main()
