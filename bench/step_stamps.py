@@ -16,6 +16,7 @@ figures past the one-pass scratch's partials (the scratch is made that much long
 stamps change the schedule a little: the README times of both forms (ms) show their cost, and
 the outputs must match exactly.
 """
+import functools
 import os
 import sys
 import tempfile
@@ -103,10 +104,11 @@ def main():
         open(os.path.join(folder, name), "w").write(stamped_body(text) if name == "decode_partial.body" else text)
     nw = kernels.WARPS
 
-    # Room for the stamps after the partials: (B * n_kv) blocks' rows x the most splits x NW warps x 3.
+    # Room for the stamps after the partials: per (B * n_kv) row and split, NW warps x FIELDS floats
+    # and SLOTS int64 (2 floats each) for the block.
     plan = kernels._scratch_plan.__wrapped__
 
-    @__import__("functools").lru_cache(maxsize=64)
+    @functools.lru_cache(maxsize=64)
     def roomy(B, Hq, n_kv, Dh):
         cap, ml_at, n = plan(B, Hq, n_kv, Dh)
         return cap, ml_at, n + B * n_kv * cap * (nw * FIELDS + 2 * SLOTS)
