@@ -3,7 +3,10 @@ step of a warp's token loop (issuing the next step's loads, waiting for this ste
 it), and globaltimer stamps of each block (start, token loop start and end, partials written, end:
 after the merge for the block that merges).
 
-    python3 bench/step_stamps.py [contexts]        (default 131072,32768)
+    python3 bench/step_stamps.py [contexts] [--calls K] [--evict N]     (default 131072,32768)
+
+--calls: stamped calls reported per context (1). --evict N: before each, a plain call over an
+N-token cache of its own, so the stamped launch meets an L2 full of another stream.
 
 The shipped kernel body is copied with stamps inserted at anchors (checked, so an edited body fails
 here rather than measuring something else). Before a step's compute the warp XORs every K and V
@@ -14,7 +17,9 @@ compiler cannot read the clock before they exist; it can still move independent 
 stamp, so the split is approximate. Lane 0 of each warp, and thread 0 of each block, write their
 figures past the one-pass scratch's partials (the scratch is made that much longer here). The
 stamps change the schedule a little: the README times of both forms (ms) show their cost, and
-the outputs must match exactly.
+the outputs must match exactly. Ran on the H200 (benchmarks.md, eighth session I) before the two
+stamps inside the prologue (q staged, fragments made), --calls and --evict were added; those
+compile (nvcc 13.0, 220 registers, no spills) and have not run yet.
 """
 import functools
 import os
@@ -37,11 +42,15 @@ TOP = "    const bool more = tn + NT <= t_end;"
 FIELDS = 5   # per warp: wait, compute, full steps, issuing the next step's loads, the whole loop
 BLOCK = "const int bk = int(block.y);"
 MERGE = "#if FOLIO_ONE_PASS\n// One-pass decode: the block that finishes last"
-SLOTS = 8    # per block, int64 globaltimer ns: start, loop start, loop end, partials written, end
+SLOTS = 8    # per block, int64 globaltimer ns: start, loop start, loop end, partials written, end,
+             # q staged, Q fragments made
+QSTAGED = "const int n_tail = params[7], tail_cap = params[8];"
+QFRAG = "  OAcc<D> oacc;"
+BLOCK_TIMES = ("start", "loop start", "loop end", "partials written", "end", "q staged", "fragments")
 
 
 def stamped_body(text: str) -> str:
-    for anchor in (STATE, STEP, END, TOP, BLOCK, MERGE):
+    for anchor in (STATE, STEP, END, TOP, BLOCK, MERGE, QSTAGED, QFRAG):
         if text.count(anchor) != 1:
             sys.exit(f"step_stamps: the kernel body changed (anchor not found once): {anchor.strip()}")
     text = text.replace(STATE, STATE + """ long long st_wait = 0, st_comp = 0, st_issue = 0, t_top, t_loop;
@@ -49,13 +58,15 @@ def stamped_body(text: str) -> str:
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_loop) :: "memory");
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[1]) :: "memory");""")
     stamp = 'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[{}]) :: "memory");'
-    text = text.replace(BLOCK, "unsigned long long g[5] = {0, 0, 0, 0, 0};\n" + stamp.format(0) + "\n" + BLOCK)
+    text = text.replace(BLOCK, "unsigned long long g[7] = {0, 0, 0, 0, 0, 0, 0};\n" + stamp.format(0) + "\n" + BLOCK)
+    text = text.replace(QSTAGED, stamp.format(5) + "\n" + QSTAGED)
+    text = text.replace(QFRAG, stamp.format(6) + "\n" + QFRAG)
     text = text.replace(MERGE, stamp.format(3) + "\n" + MERGE)
     text = text.rstrip("\n") + "\n" + stamp.format(4) + """
 if (tid == 0) {
   unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + params[11] + params[11] / D * 2
                                                                  + int(gridDim.y) * n_splits * NW * 5);
-  for (int i = 0; i < 5; ++i) gs[(bk * n_splits + split) * 8 + i] = g[i];
+  for (int i = 0; i < 7; ++i) gs[(bk * n_splits + split) * 8 + i] = g[i];
 }
 """
     text = text.replace(TOP, TOP + """
@@ -83,6 +94,20 @@ if (tid == 0) {
   }
 """ + END)
     return text
+
+
+def warp_steps(scratch, base: int, n_warps: int) -> tuple:
+    """(steps per warp, issue, wait and compute cycles per step, loop cycles per warp) from the
+    warps' stamps; the kernel numbers its warps (KV head * splits + split) * NW + warp."""
+    st = scratch[base: base + n_warps * FIELDS].reshape(-1, FIELDS)
+    steps = st[:, 2].sum()
+    return (st[:, 2].mean(), *(st[:, i].sum() / steps for i in (3, 0, 1)), st[:, 4].mean())
+
+
+def block_times(scratch, base: int, n_blocks: int):
+    """Each block's stamps (rows, in BLOCK_TIMES order), us after the first block's start."""
+    g = scratch[base: base + n_blocks * 2 * SLOTS].view(np.int64).reshape(-1, SLOTS)[:, : len(BLOCK_TIMES)]
+    return (g - g[:, 0].min()).astype(np.float64) / 1e3   # differences first: ns since 1970 overflow float64's 53 bits
 
 
 def use_stamps(on: bool, folder: str):
@@ -123,45 +148,55 @@ def main():
         return bufs
 
     kernels._one_pass_buffers = recording
-    print("context  stamped ms  plain ms  steps/warp  cycles per step: issue  wait  compute  | loop cycles/warp")
-    for ctx in contexts:
+    evict = int(sys.argv[sys.argv.index("--evict") + 1]) if "--evict" in sys.argv else 0
+    calls = int(sys.argv[sys.argv.index("--calls") + 1]) if "--calls" in sys.argv else 1
+
+    def decode_call(ctx):
         q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
         kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
         vq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
         mx.eval(q, kq, vq)
+        return lambda: kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4,
+                                                k_group=64, v_group=64)
 
-        def fn():
-            return kernels.decode_attention(q, kq, vq, scale=D**-0.5, length=ctx, k_bits=4, v_bits=4, k_group=64,
-                                            v_group=64)
-
+    # --evict N: a plain call over an N-token cache of its own right before each stamped call, so
+    # the stamped launch starts with L2 full of that stream (as a layer's attention does after the
+    # layer's weights went through), rather than of its own previous call's.
+    evicting = decode_call(evict) if evict else None
+    print("context  stamped ms  plain ms  steps/warp  cycles per step: issue  wait  compute  | loop cycles/warp")
+    for ctx in contexts:
+        fn = decode_call(ctx)
         use_stamps(False, folder)
         plain = fn()
         plain_ms = time_ms(fn)
         use_stamps(True, folder)
         stamped_ms = time_ms(fn)
-        taken.clear()
-        out = fn()
-        mx.eval(out)
-        err = (mx.abs(out.astype(mx.float32) - plain.astype(mx.float32)).max()).item()
         cap, ml_at, _ = kernels._scratch_plan(1, H, HKV, D)
         splits = kernels.split_plan(ctx, HKV, nw, kernels.step_tokens(D))[0]
-        scratch = np.array(taken[-1][1])
-        # the kernel numbers its warps (KV head * splits + split) * NW + warp
-        st = scratch[ml_at + ml_at // D * 2:][: HKV * splits * nw * FIELDS].reshape(-1, FIELDS)
-        steps = st[:, 2].sum()
-        issue, wait, comp = (st[:, i].sum() / steps for i in (3, 0, 1))
-        print(f"{ctx:7d}  {stamped_ms:10.4f}  {plain_ms:8.4f}  {st[:, 2].mean():10.1f}  {issue:22.0f}  {wait:4.0f}"
-              f"  {comp:7.0f}  | {st[:, 4].mean():.0f} (max |stamped - plain| {err:.1e})", flush=True)
-        at = ml_at + ml_at // D * 2 + HKV * splits * nw * FIELDS
-        g = scratch[at: at + HKV * splits * 2 * SLOTS].view(np.int64).reshape(-1, SLOTS)[:, :5].astype(np.float64)
-        t0 = g[:, 0].min()
-        rel = (g - t0) / 1e3   # us after the first block started
-        last = rel[:, 4].argmax()
-        print(f"         blocks' times, us after the first block's start (median over blocks; the last to end):"
-              f" start {np.median(rel[:, 0]):.1f}, loop start {np.median(rel[:, 1]):.1f}, loop end"
-              f" {np.median(rel[:, 2]):.1f}, partials written {np.median(rel[:, 3]):.1f}, end {np.median(rel[:, 4]):.1f};"
-              f" latest start {rel[:, 0].max():.1f}, latest loop end {rel[:, 2].max():.1f}, last block"
-              f" {rel[last, 0]:.1f} / {rel[last, 2]:.1f} / {rel[last, 3]:.1f} / {rel[last, 4]:.1f}", flush=True)
+        warps_at = ml_at + ml_at // D * 2
+        blocks_at = warps_at + HKV * splits * nw * FIELDS
+        for call in range(calls):
+            if evicting:
+                use_stamps(False, folder)
+                mx.eval(evicting())
+                use_stamps(True, folder)
+            taken.clear()
+            out = fn()
+            mx.eval(out)
+            err = (mx.abs(out.astype(mx.float32) - plain.astype(mx.float32)).max()).item()
+            scratch = np.array(taken[-1][1])
+            n, issue, wait, comp, loop = warp_steps(scratch, warps_at, HKV * splits * nw)
+            print(f"{ctx:7d}  {stamped_ms:10.4f}  {plain_ms:8.4f}  {n:10.1f}  {issue:22.0f}  {wait:4.0f}  {comp:7.0f}"
+                  f"  | {loop:.0f} (call {call}{f', after a {evict}-token call' if evict else ''};"
+                  f" max |stamped - plain| {err:.1e})", flush=True)
+            rel = block_times(scratch, blocks_at, HKV * splits)
+            med = dict(zip(BLOCK_TIMES, np.median(rel, axis=0)))
+            last = rel[rel[:, 4].argmax()]
+            order = ("start", "q staged", "fragments", "loop start", "loop end", "partials written", "end")
+            print("         us after the first block's start, median over blocks: "
+                  + ", ".join(f"{k} {med[k]:.1f}" for k in order)
+                  + f"; latest start {rel[:, 0].max():.1f}; the merging block: loop end {last[2]:.1f}, end {last[4]:.1f}",
+                  flush=True)
     use_stamps(False, folder)
 
 
