@@ -29,15 +29,11 @@ from app.engine import kernels
 H, HKV, D = 64, 8, 128
 GROUP = int(os.environ.get("PROBE_GROUP", "64"))
 shipped = (kernels.PIPELINE, kernels.STEP_TOKENS, kernels.MIN_BLOCKS_PER_SM, kernels.WARPS)
-real_shader = kernels.shader
 
 
 def use(pf: bool, nt: int, minb: int, nw: int, shaders: str | None):
     """Switch the kernels to a launch plan and shader set."""
-    if shaders:
-        kernels.shader = lambda name: kernels._compact(open(os.path.join(shaders, name)).read())
-    else:
-        kernels.shader = real_shader
+    kernels.set_shaders(shaders)
     kernels.set_plan(pipeline=pf, step=nt, min_blocks=minb, warps=nw)
 
 

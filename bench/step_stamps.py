@@ -33,7 +33,6 @@ from app.bench.attention_device import time_ms
 from app.engine import kernels
 
 H, HKV, D = 64, 8, 128
-SHIPPED = kernels.shader
 
 STATE = "  int tc = -1;"
 STEP = "    if (PF ? tc >= 0 : more) STEP_COMPUTE();"
@@ -111,11 +110,7 @@ def block_times(scratch, base: int, n_blocks: int):
 
 
 def use_stamps(on: bool, folder: str):
-    if on:
-        kernels.shader = lambda name: kernels._compact(open(os.path.join(folder, name)).read())
-    else:
-        kernels.shader = SHIPPED
-    kernels.set_plan()   # drops the per-variant caches
+    kernels.set_shaders(folder if on else None)
 
 
 def main():

@@ -13,6 +13,7 @@ import itertools
 import math
 import re
 from importlib import resources
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -64,12 +65,28 @@ def available() -> str | None:
 
 
 # -- source -------------------------------------------------------------------------------------
+_shader_dir: str | None = None   # set_shaders: another folder of shader files (benches)
+
+
 @functools.lru_cache(maxsize=None)
 def shader(name: str) -> str:
     """A shader file as handed to MLX: without its comments, blank lines and indentation. MLX copies
     the source on every call of a custom kernel (a 30 KB header cost 2-3 us per call on the H200,
     bench/host_probe.py); this halves it. The files keep the comments."""
+    if _shader_dir is not None:
+        return _compact(Path(_shader_dir, name).read_text())
     return _compact(resources.files("app.engine").joinpath("shaders", name).read_text())
+
+
+def set_shaders(folder: str | None = None):
+    """Reads the shader files from `folder` (same names) instead of the package, for a bench's A/B
+    of edited kernels (bench/kernel_probe.py's PROBE_ALT, bench/step_stamps.py's stamped copy);
+    None goes back to the shipped ones. Kernel names hash their source, so the two sets never share
+    a compiled build; the per-variant caches are dropped."""
+    global _shader_dir
+    _shader_dir = folder
+    shader.cache_clear()
+    set_plan()
 
 
 def _compact(text: str) -> str:
