@@ -3,10 +3,14 @@ step of a warp's token loop (issuing the next step's loads, waiting for this ste
 it), and globaltimer stamps of each block (start, token loop start and end, partials written, end:
 after the merge for the block that merges).
 
-    python3 bench/step_stamps.py [contexts] [--calls K] [--evict N]     (default 131072,32768)
+    python3 bench/step_stamps.py [contexts] [--calls K] [--evict N] [--batch K] [--device-params ints|pieces,floats,fresh]
+                                                                        (contexts: default 131072,32768)
 
 --calls: stamped calls reported per context (1). --evict N: before each, a plain call over an
-N-token cache of its own, so the stamped launch meets an L2 full of another stream.
+N-token cache of its own, so the stamped launch meets an L2 full of another stream. --batch K: then
+K stamped calls evaluated together, as the README timing runs them. --device-params: the kernel's
+small int and/or float inputs made in device memory rather than from host data (ints: a device
+copy; pieces: stacked from 8-byte host scalars), and with fresh, a new params array every call.
 
 The shipped kernel body is copied with stamps inserted at anchors (checked, so an edited body fails
 here rather than measuring something else). Before a step's compute the warp XORs every K and V
@@ -19,7 +23,7 @@ figures past the one-pass scratch's partials (the scratch is made that much long
 stamps change the schedule a little: the README times of both forms (ms) show their cost, and
 the outputs must match exactly. Ran on the H200 (benchmarks.md, eighth session I) before the two
 stamps inside the prologue (q staged, fragments made), --calls and --evict were added; those
-compile (nvcc 13.0, 220 registers, no spills) and have not run yet.
+ran first in the ninth session (benchmarks.md).
 """
 import functools
 import os
@@ -145,6 +149,9 @@ def main():
     kernels._one_pass_buffers = recording
     evict = int(sys.argv[sys.argv.index("--evict") + 1]) if "--evict" in sys.argv else 0
     calls = int(sys.argv[sys.argv.index("--calls") + 1]) if "--calls" in sys.argv else 1
+    batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 0
+    if "--device-params" in sys.argv:
+        device_params(sys.argv[sys.argv.index("--device-params") + 1].split(","))
 
     def decode_call(ctx):
         q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
@@ -192,7 +199,66 @@ def main():
                   + ", ".join(f"{k} {med[k]:.1f}" for k in order)
                   + f"; latest start {rel[:, 0].max():.1f}; the merging block: loop end {last[2]:.1f}, end {last[4]:.1f}",
                   flush=True)
+            spread = np.percentile(rel, [0, 10, 90, 100], axis=0)
+            print("         over blocks, least / 10% / 90% / most: "
+                  + ", ".join(f"{k} " + "/".join(f"{v:.1f}" for v in spread[:, BLOCK_TIMES.index(k)])
+                              for k in order[1:]), flush=True)
+        if batch:
+            # As the README timing runs them: `batch` calls evaluated together, each on its own
+            # pool entry, read after all have run (reading a scratch on the host moves it to
+            # managed memory: those entries are not used again).
+            taken.clear()
+            mx.eval([fn() for _ in range(batch)])
+            print(f"{ctx:7d}  {batch} calls evaluated together; us after each call's first block start, median"
+                  " (90%) over blocks:", flush=True)
+            for i, (_, scr) in enumerate(list(taken)):
+                rel = block_times(np.array(scr), blocks_at, HKV * splits)
+                med, p90 = np.median(rel, axis=0), np.percentile(rel, 90, axis=0)
+                col = {k: j for j, k in enumerate(BLOCK_TIMES)}
+                print(f"         call {i}: q staged {med[col['q staged']]:.1f} ({p90[col['q staged']]:.1f}),"
+                      f" loop start {med[col['loop start']]:.1f} ({p90[col['loop start']]:.1f}),"
+                      f" loop end {med[col['loop end']]:.1f}, launch end {rel[:, 4].max():.1f}", flush=True)
+            for pool in kernels._pools.values():   # the entries read above stay managed: fresh ones next
+                pool[:] = [None] * len(pool)
     use_stamps(False, folder)
+
+
+def device_params(which):
+    """Put the kernel's small inputs in device memory: MLX's CUDA backend keeps an array made from
+    host data in managed memory (arrays of 8 bytes or less in a pool the device reads remotely),
+    and a kernel's first touch of a host-written managed page faults. Made by a device op (a
+    copy) instead, and the float ones padded past 8 bytes, they are device memory."""
+    fresh = "fresh" in which    # a new params array every call, as each decode step makes one
+    cached = (lambda f: f) if fresh else functools.lru_cache(maxsize=256)
+    if "ints" in which:      # copied into device memory by a device op (which reads the host's page)
+        @cached
+        def ints(*values):
+            a = mx.array(values, dtype=mx.int32) + 0
+            mx.eval(a)
+            return a
+        kernels._ints = ints
+    elif "pieces" in which:  # from 8-byte host scalars (MLX's remotely read pool), stacked on the device
+        @cached
+        def ints(*values):
+            v = np.array(values + (0,) * (len(values) % 2), np.int32).view(np.int64)
+            a = mx.concatenate([mx.array(x.reshape(1)) for x in v]).view(mx.int32)
+            mx.eval(a)
+            return a
+        kernels._ints = ints
+    elif fresh:
+        def ints(*values):
+            a = mx.array(values, dtype=mx.int32)
+            mx.eval(a)
+            return a
+        kernels._ints = ints
+    if "floats" in which:
+        @functools.lru_cache(maxsize=16)
+        def floats(*values):
+            a = mx.array(values + (0.0,) * max(0, 4 - len(values)), dtype=mx.float32) + 0
+            mx.eval(a)
+            return a
+        kernels._floats = floats
+    print(f"device_params: {','.join(which)} made by device ops", flush=True)
 
 
 if __name__ == "__main__":
