@@ -3,14 +3,12 @@ step of a warp's token loop (issuing the next step's loads, waiting for this ste
 it), and globaltimer stamps of each block (start, token loop start and end, partials written, end:
 after the merge for the block that merges).
 
-    python3 bench/step_stamps.py [contexts] [--calls K] [--evict N] [--batch K] [--device-params ints|pieces,floats,fresh]
+    python3 bench/step_stamps.py [contexts] [--calls K] [--evict N] [--batch K]
                                                                         (contexts: default 131072,32768)
 
 --calls: stamped calls reported per context (1). --evict N: before each, a plain call over an
 N-token cache of its own, so the stamped launch meets an L2 full of another stream. --batch K: then
-K stamped calls evaluated together, as the README timing runs them. --device-params: the kernel's
-small int and/or float inputs made in device memory rather than from host data (ints: a device
-copy; pieces: stacked from 8-byte host scalars), and with fresh, a new params array every call.
+K stamped calls evaluated together, as the README timing runs them.
 
 The shipped kernel body is copied with stamps inserted at anchors (checked, so an edited body fails
 here rather than measuring something else). Before a step's compute the warp XORs every K and V
@@ -21,9 +19,12 @@ compiler cannot read the clock before they exist; it can still move independent 
 stamp, so the split is approximate. Lane 0 of each warp, and thread 0 of each block, write their
 figures past the one-pass scratch's partials (the scratch is made that much longer here). The
 stamps change the schedule a little: the README times of both forms (ms) show their cost, and
-the outputs must match exactly. Ran on the H200 (benchmarks.md, eighth session I) before the two
-stamps inside the prologue (q staged, fragments made), --calls and --evict were added; those
-ran first in the ninth session (benchmarks.md).
+the outputs must match exactly. On the H200: benchmarks.md, eighth session I and ninth session
+A-C (where the prologue's stamps found the 7-18 us before the token loop, see call_params.inc).
+Reading the stamps on the host moves each call's scratch to managed memory (MLX's CUDA backend
+does so for any array the host reads), and a later launch near such pages can stall on the
+driver's migrations (ninth session: 120-210 us in some calls after the first): compare stamped
+calls with each other, not with the plain timing after them.
 """
 import functools
 import os
@@ -47,7 +48,7 @@ BLOCK = "const int bk = int(block.y);"
 MERGE = "#if FOLIO_ONE_PASS\n// One-pass decode: the block that finishes last"
 SLOTS = 8    # per block, int64 globaltimer ns: start, loop start, loop end, partials written, end,
              # q staged, Q fragments made
-QSTAGED = "const int n_tail = params[7], tail_cap = params[8];"
+QSTAGED = "const int n_tail = PARAM(7), tail_cap = PARAM(8);"
 QFRAG = "  OAcc<D> oacc;"
 BLOCK_TIMES = ("start", "loop start", "loop end", "partials written", "end", "q staged", "fragments")
 
@@ -67,7 +68,7 @@ def stamped_body(text: str) -> str:
     text = text.replace(MERGE, stamp.format(3) + "\n" + MERGE)
     text = text.rstrip("\n") + "\n" + stamp.format(4) + """
 if (tid == 0) {
-  unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + params[11] + params[11] / D * 2
+  unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + PARAM(11) + PARAM(11) / D * 2
                                                                  + int(gridDim.y) * n_splits * NW * 5);
   for (int i = 0; i < 7; ++i) gs[(bk * n_splits + split) * 8 + i] = g[i];
 }
@@ -91,7 +92,7 @@ if (tid == 0) {
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_end_loop) :: "memory");
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[2]) :: "memory");
   if (lane == 0) {
-    float* st = writable(scratch) + params[11] + params[11] / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * 5;
+    float* st = writable(scratch) + PARAM(11) + PARAM(11) / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * 5;
     st[0] = float(st_wait); st[1] = float(st_comp); st[2] = float(st_n); st[3] = float(st_issue);
     st[4] = float(t_end_loop - t_loop);
   }
@@ -150,8 +151,6 @@ def main():
     evict = int(sys.argv[sys.argv.index("--evict") + 1]) if "--evict" in sys.argv else 0
     calls = int(sys.argv[sys.argv.index("--calls") + 1]) if "--calls" in sys.argv else 1
     batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 0
-    if "--device-params" in sys.argv:
-        device_params(sys.argv[sys.argv.index("--device-params") + 1].split(","))
 
     def decode_call(ctx):
         q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
@@ -221,44 +220,6 @@ def main():
             for pool in kernels._pools.values():   # the entries read above stay managed: fresh ones next
                 pool[:] = [None] * len(pool)
     use_stamps(False, folder)
-
-
-def device_params(which):
-    """Put the kernel's small inputs in device memory: MLX's CUDA backend keeps an array made from
-    host data in managed memory (arrays of 8 bytes or less in a pool the device reads remotely),
-    and a kernel's first touch of a host-written managed page faults. Made by a device op (a
-    copy) instead, and the float ones padded past 8 bytes, they are device memory."""
-    fresh = "fresh" in which    # a new params array every call, as each decode step makes one
-    cached = (lambda f: f) if fresh else functools.lru_cache(maxsize=256)
-    if "ints" in which:      # copied into device memory by a device op (which reads the host's page)
-        @cached
-        def ints(*values):
-            a = mx.array(values, dtype=mx.int32) + 0
-            mx.eval(a)
-            return a
-        kernels._ints = ints
-    elif "pieces" in which:  # from 8-byte host scalars (MLX's remotely read pool), stacked on the device
-        @cached
-        def ints(*values):
-            v = np.array(values + (0,) * (len(values) % 2), np.int32).view(np.int64)
-            a = mx.concatenate([mx.array(x.reshape(1)) for x in v]).view(mx.int32)
-            mx.eval(a)
-            return a
-        kernels._ints = ints
-    elif fresh:
-        def ints(*values):
-            a = mx.array(values, dtype=mx.int32)
-            mx.eval(a)
-            return a
-        kernels._ints = ints
-    if "floats" in which:
-        @functools.lru_cache(maxsize=16)
-        def floats(*values):
-            a = mx.array(values + (0.0,) * max(0, 4 - len(values)), dtype=mx.float32) + 0
-            mx.eval(a)
-            return a
-        kernels._floats = floats
-    print(f"device_params: {','.join(which)} made by device ops", flush=True)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def test_launches(launches, backend, case):
     skip = c.get("skip", (0, 0))
     cap = kernels.max_splits(B * n_kv)
     assert splits <= cap
-    assert p["inputs"][7].tolist() == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail, 64 if n_tail else 0,
-                                       *skip, B * H * cap * D if one_pass else 0]
+    assert kernels.param_values(p["inputs"][7]) == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail,
+                                                    64 if n_tail else 0, *skip, B * H * cap * D if one_pass else 0,
+                                                    kernels.f32_bits(0.1), 0]
     partials = [(B * H, splits, D), (B * H, splits, 2)]
     assert p["output_shapes"] == ([(B, H, 1, D)] if one_pass else partials)
     t = dict(p["template"])
@@ -94,15 +95,15 @@ def test_launches(launches, backend, case):
     assert (t["KCTR"], t["VCTR"], t["ROTV"]) == ((flags and bool(n_tail)),) * 3
     assert t["TT"] == (mx.bfloat16 if n_tail else mx.float32)
     assert (t["CENTER"], t["ROTO"]) == (flags, flags)
-    assert p["inputs"][12].shape == ((B, n_kv, 1, D) if flags else (1,))  # V's mean, whenever centered
+    assert p["inputs"][11].shape == ((B, n_kv, 1, D) if flags else (1,))  # V's mean, whenever centered
     if one_pass:
-        sem, scratch = p["inputs"][13:]
+        sem, scratch = p["inputs"][12:]
         assert sem.shape == (B * n_kv,) and sem.dtype == mx.int32 and sem.tolist() == [0] * (B * n_kv)
         # The partials' room for the longest split plan, o_part then ml_part (from params' last).
         assert scratch.shape == (B * H * cap * (D + 2),) and scratch.dtype == mx.float32
         return
     _, _, cb = launches[1]
-    assert cb["inputs"][2].tolist()[:3] == [splits, H // n_kv, H]
+    assert kernels.param_values(cb["inputs"][2]) == [splits, H // n_kv, H, 0]
     assert cb["grid"] == (D * kernels.COMBINE_PARTS, B * H, 1)
     assert dict(cb["template"])["CENTER"] == flags and dict(cb["template"])["ROTO"] == flags
     assert cb["output_shapes"] == [(B, H, 1, D)]
@@ -136,17 +137,16 @@ def test_one_pass_calls_take_buffers_in_turn(monkeypatch):
 
 def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
     # Under mx.compile a launch shape is traced once and replayed: what changes from call to call
-    # (params, which carry the length, and on CUDA the counter taken in turn) must reach every
-    # replay as an input, never be baked into the trace. Stand-in kernels write length + 1000 *
-    # counter (Metal: the partial writes it, the combine passes it on).
+    # (on CUDA the counter taken in turn; params, below) must reach every replay as an input,
+    # never be baked into the trace. Stand-in kernels write 1000 * counter + 7 (Metal: the partial
+    # writes it, the combine passes it on).
     monkeypatch.setattr(kernels, "available", lambda: backend)
 
     def builder(kernel, backend, input_names, output_names, template):
         def launch(inputs, output_shapes, output_dtypes, **kw):
             if kernel == "decode_combine":
                 return [mx.zeros(output_shapes[0], output_dtypes[0]) + inputs[0][0, 0, 0]]
-            params = inputs[input_names.index("params")]
-            tag = params[1] + (1000 * inputs[input_names.index("sem")][0] if "sem" in input_names else 0)
+            tag = 7 + (1000 * inputs[input_names.index("sem")][0] if "sem" in input_names else mx.array(0))
             return [mx.zeros(sh, d) + tag.astype(d) for sh, d in zip(output_shapes, output_dtypes)]
         return launch
 
@@ -166,7 +166,23 @@ def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
     assert kernels._launcher.cache_info().currsize == 1
     kernels._launcher.cache_clear()
     counters = (1000, 2000, 3000) if kernels.ONE_PASS[backend] else (0, 0, 0)
-    assert got[True] == got[False] == [n + c for n, c in zip(lengths, counters)]
+    assert got[True] == got[False] == [7 + c for c in counters]
+
+
+def test_params_reach_each_compiled_replay():
+    # A call's values ride in the strides of its params view, which no MLX op reads on the CPU. What
+    # the kernels rely on is that a compiled function's replay hands its primitives the call's own
+    # input, strides and all, not the traced one's: shown here through a view op.
+    f = mx.compile(lambda p, x: (p[:1], x + 1))
+    for values in ((3000, 1, -5, 1 << 30, kernels.f32_bits(0.125)), (3001, 2, 0, 7, kernels.f32_bits(-2.5))):
+        out, _ = f(kernels._params(*values), mx.zeros((2,)))
+        mx.eval(out)
+        assert kernels.param_values(out) == [*values, 0]
+
+
+def test_params_refuse_values_past_32_bits():
+    with pytest.raises(kernels.KernelUnsupported, match="32 bits"):
+        kernels._params(1, 1 << 31)
 
 
 def test_one_pass_backends_match_their_preludes():

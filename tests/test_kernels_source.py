@@ -62,7 +62,8 @@ def test_metal_signature_is_generated_like_mlx():
                  "uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]"):
         assert attr in partial and attr in combine
     assert "const device uint32_t* kp [[buffer(1)]]" in partial
-    assert "const constant float* scale [[buffer(8)]]" in partial  # fewer than 8 elements: constant
+    assert "const constant uint8_t* params [[buffer(7)]]" in partial  # fewer than 8 elements: constant
+    assert "const constant int64_t* params_strides [[buffer(8)]]" in partial  # named in the body
     assert "const device float16_t* tk [[buffer(9)]]" in partial
     assert "device float* ml_part [[buffer(14)]]" in partial
     # The variant's constants open the body; MLX gets no template arguments, so no instantiation.

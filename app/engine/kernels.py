@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import math
 import re
+import struct
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from app.engine.errors import FolioError
 HEAD_DIMS = (64, 128, 256)
 BITS = (4, 8)
 GROUPS = (32, 64, 128)
-INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "scale", "tk", "tv", "kmean", "vmean")
+INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "tk", "tv", "kmean", "vmean")
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
 # One-pass decode (the partial kernel's last block per KV head merges the splits; FOLIO_ONE_PASS in
 # the backend's prelude): one launch per layer instead of two. Its inputs add a counter and a scratch
@@ -130,9 +131,9 @@ def body(kernel: str, backend: str) -> str:
 
 # How MLX names each dtype in the generated source.
 METAL_TYPES = {"float16": "float16_t", "bfloat16": "bfloat16_t", "float32": "float",
-               "uint32": "uint32_t", "int32": "int32_t"}
+               "uint32": "uint32_t", "int32": "int32_t", "uint8": "uint8_t"}
 CUDA_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float",
-              "uint32": "uint32_t", "int32": "int32_t"}
+              "uint32": "uint32_t", "int32": "int32_t", "uint8": "uint8_t"}
 
 
 def _type_name(dtype) -> str:
@@ -243,11 +244,40 @@ def split_plan(n_tokens: int, n_blocks_per_split: int, nw: int, nt: int, extra: 
 
 
 @functools.lru_cache(maxsize=256)
-def _ints(*values) -> mx.array:
-    # Every layer of a decode step passes the same small arrays: build each once.
-    a = mx.array(values, dtype=mx.int32)
+def _params(*values) -> mx.array:
+    """A call's 32-bit values as the kernels take them (shaders/call_params.inc): the strides of a
+    one-element view, two values to a stride, which MLX hands the kernel by value. Not an array of
+    them: on MLX's CUDA backend an array made from host data is managed memory, and the kernel's
+    first touch of it stalled every block (bench/step_stamps.py). Every layer of a decode step
+    passes the same values: each view is made once."""
+    if not all(-(1 << 31) <= v < 1 << 31 for v in values):
+        raise KernelUnsupported(f"kernel parameters {values} do not fit 32 bits.")
+    pairs = zip(values[::2], values[1::2] + (0,) * (len(values) % 2))
+    strides = [int.from_bytes(struct.pack("<ii", lo, hi), "little", signed=True) for lo, hi in pairs]
+    assert len(strides) <= 8, "MLX passes at most 8 strides (its MAX_NDIM on CUDA)"
+    a = mx.as_strided(_anchor(), (1,) * len(strides), strides)
     mx.eval(a)
     return a
+
+
+@functools.cache
+def _anchor() -> mx.array:
+    # The views' one element, never read; a byte, so that the strides read back in bytes
+    # (param_values) are the strides themselves and cannot overflow.
+    a = mx.zeros((1,), dtype=mx.uint8)
+    mx.eval(a)
+    return a
+
+
+def param_values(params: mx.array) -> list[int]:
+    """The values a _params view carries (tests and the CPU emulator read them back)."""
+    strides = memoryview(params).strides
+    return list(struct.unpack(f"<{2 * len(strides)}i", struct.pack(f"<{len(strides)}q", *strides)))
+
+
+def f32_bits(x: float) -> int:
+    """The int whose bits are float32 x (a kernel reads it back with F32_BITS)."""
+    return struct.unpack("<i", struct.pack("<f", x))[0]
 
 
 _pools: dict[tuple, list] = {}
@@ -287,9 +317,10 @@ def _scratch_plan(B: int, H: int, n_kv: int, D: int) -> tuple[int, int, int]:
     return cap, B * H * cap * D, B * H * cap * (D + 2)
 
 
-@functools.lru_cache(maxsize=16)
-def _floats(*values) -> mx.array:
-    a = mx.array(values, dtype=mx.float32)
+@functools.cache
+def _unused() -> mx.array:
+    """What a variant that never reads an input (no tail, no centering) is handed for it."""
+    a = mx.zeros((1,), dtype=mx.float32)
     mx.eval(a)
     return a
 
@@ -348,7 +379,7 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     B, H, L, D = q.shape
     n_kv, t_alloc = k[0].shape[1], k[0].shape[2]
     n_tail = tail[2] if tail is not None else 0
-    tk, tv = tail[:2] if n_tail else (_floats(0.0), _floats(0.0))
+    tk, tv = tail[:2] if n_tail else (_unused(), _unused())
     centered = v_mean is not None
     nw, nt, partial_template, combine_template = _variant(
         backend, q.dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, (k[1].dtype, v[1].dtype), bool(rotate_q),
@@ -368,11 +399,11 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     one_pass = ONE_PASS[backend]
     cap, ml_at, n_scratch = _scratch_plan(B, H, n_kv, D) if one_pass else (splits, 0, 0)
     assert splits <= cap, (splits, cap)
-    params = _ints(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
-                   skip_from, skip_n, ml_at)
-    v_mean32 = v_mean.astype(mx.float32) if centered else _floats(0.0)
-    inputs = [q, *k, *v, params, _floats(float(scale)), tk, tv,
-              k_mean if n_tail and k_mean is not None else _floats(0.0), v_mean32]
+    params = _params(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
+                     skip_from, skip_n, ml_at, f32_bits(float(scale)))
+    v_mean32 = v_mean.astype(mx.float32) if centered else _unused()
+    inputs = [q, *k, *v, params, tk, tv,
+              k_mean if n_tail and k_mean is not None else _unused(), v_mean32]
     if one_pass:
         inputs += _one_pass_buffers(B * n_kv, n_scratch)
     return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, bool(poison))(*inputs)
@@ -403,7 +434,7 @@ def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t
     else:
         partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
         combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",), combine_template)
-        combine_params = _ints(splits, H // n_kv, H, 0, 0, 0, 0, 0)
+        combine_params = _params(splits, H // n_kv, H)
 
         def run(*inputs):
             o_part, ml_part = partial(inputs=list(inputs), output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
@@ -509,14 +540,14 @@ def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_g
                                           (mx.float16, mx.float16), rotate, rotate, rotate, mx_dtype, rotate)
     q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
             ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
-            ("vb", "float16", 4096, 4), ("params", "int32", 12, 1), ("scale", "float32", 1, 1),
+            ("vb", "float16", 4096, 4), ("params", "uint8", 1, 7),
             ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
     outputs = [("o_part", "float32"), ("ml_part", "float32")]
     if ONE_PASS[backend]:
         q_in, outputs = q_in + [("sem", "int32", 8, 1), ("scratch", "float32", 4096, 1)], [("out", dtype)]
     partial = assemble("decode_partial", q_in, outputs, tpl)
     combine = assemble("decode_combine",
-                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "int32", 8, 1),
+                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "uint8", 1, 2),
                         ("vmean", "float32", 4096, 4)],
                        [("out", dtype)], combine_tpl)
     return partial, combine

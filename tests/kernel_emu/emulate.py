@@ -23,7 +23,9 @@ from app.engine import kernels
 
 HERE = Path(__file__).parent
 STUBS = {
-    "mlx/backend/cuda/device/utils.cuh": "#pragma once\nnamespace mlx::core::cu {}\n",
+    # MLX's Shape and Strides (kernel arguments by value: an input's `_shape`, `_strides`).
+    "mlx/backend/cuda/device/utils.cuh": ("#pragma once\n#include <array>\n#include <cstdint>\nnamespace mlx::core::cu {\n"
+                                          "using Shape = std::array<int32_t, 8>;\nusing Strides = std::array<int64_t, 8>;\n}\n"),
     "cooperative_groups.h": "#pragma once\nnamespace cooperative_groups {}\n",
     "cuda_fp16.h": "#pragma once\n",
 }
@@ -35,6 +37,13 @@ PTX = [
     (r'asm\("movmatrix\.sync\.aligned\.m8n8\.trans\.b16.*?"r"\(x\)\);', "y = emu_movmatrix(x);"),
 ]
 ALIGN = 64
+EMU_STRIDES = """
+static mlx::core::cu::Strides emu_strides(const char* p) {
+  mlx::core::cu::Strides s;
+  std::memcpy(s.data(), p, sizeof(s));
+  return s;
+}
+"""
 
 
 def available() -> bool:
@@ -66,11 +75,25 @@ METAL_ARGS = {
 }
 
 
+def strided(src: str, inputs) -> list[int]:
+    """Which inputs the kernel takes the strides of (as MLX decides: the name in the source)."""
+    for n, _d, _s, ndim in inputs:
+        assert not (ndim > 0 and (n + "_shape" in src or n + "_ndim" in src)), f"the emulator does not pass {n}'s shape"
+    return [i for i, (n, _d, _s, ndim) in enumerate(inputs) if ndim > 0 and n + "_strides" in src]
+
+
 def driver(backend: str, kernel: str, src: str, inputs, outputs) -> str:
-    """main(): reads the inputs (each at a 64-byte boundary of inputs.bin), fills the outputs with
-    the init value, runs the grid, writes the outputs back in order."""
+    """main(): reads the inputs (each at a 64-byte boundary of inputs.bin, then the strides of
+    those strided() names, 8 int64 each), fills the outputs with the init value, runs the grid,
+    writes the outputs back in order."""
     ctype = kernels.CUDA_TYPES if backend == "cuda" else kernels.METAL_TYPES
-    args = [f"(const {ctype[d]}*)(in + off[{i}])" for i, (_n, d, _s, _k) in enumerate(inputs)]
+    with_strides = strided(src, inputs)
+    args = []
+    for i, (_n, d, _s, _k) in enumerate(inputs):
+        args.append(f"(const {ctype[d]}*)(in + off[{i}])")
+        if i in with_strides:
+            at = f"in + off[{len(inputs) + with_strides.index(i)}]"
+            args.append(f"emu_strides({at})" if backend == "cuda" else f"(const int64_t*)({at})")
     args += [f"({ctype[d]}*)(outb + ooff[{i}])" for i, (_n, d) in enumerate(outputs)]
     if backend == "metal":
         named = [a for a, _t in kernels.METAL_ATTRIBUTES if a in src]
@@ -81,9 +104,10 @@ def driver(backend: str, kernel: str, src: str, inputs, outputs) -> str:
     return f"""
 #include <cstdio>
 #include <cstdlib>
+{EMU_STRIDES if backend == "cuda" else ""}
 int main(int argc, char** argv) {{
   // argv: inputs.bin outputs.bin gx gy nth init (1: NaN, 0: zeros), the input byte offsets, the output byte sizes
-  const int n_in = {len(inputs)}, n_out = {len(outputs)};
+  const int n_in = {len(inputs) + len(with_strides)}, n_out = {len(outputs)};
   FILE* f = std::fopen(argv[1], "rb");
   std::fseek(f, 0, SEEK_END); const long size = std::ftell(f); std::fseek(f, 0, SEEK_SET);
   char* in = static_cast<char*>(std::aligned_alloc({ALIGN}, (size + {ALIGN} - 1) / {ALIGN} * {ALIGN}));
@@ -111,7 +135,7 @@ def _np(a: mx.array) -> np.ndarray:
     return np.array(a)
 
 
-_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32, "uint32": np.uint32,
+_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8,
            "bfloat16": np.uint16}   # bfloat16 travels as its bits
 
 
@@ -145,8 +169,9 @@ def fake_build(cache: Path):
             src = cpu_source(backend, mlx_src) + driver(backend, name, mlx_src, descr, outs)
             exe = _compile(src, cache)
             blob, offsets = bytearray(), []
-            for a in arrays:
-                data = _np(a).tobytes()
+            strides = [np.array(memoryview(arrays[i]).strides, np.int64) // arrays[i].itemsize
+                       for i in strided(mlx_src, descr)]
+            for data in [_np(a).tobytes() for a in arrays] + [np.pad(s, (0, 8 - len(s))).tobytes() for s in strides]:
                 offsets.append(len(blob))
                 blob += data + bytes((-len(data)) % ALIGN)
             (cache / "in.bin").write_bytes(bytes(blob) or b"\0")

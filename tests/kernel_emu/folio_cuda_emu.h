@@ -21,6 +21,7 @@
 #define __shared__ static
 #define __location__(x)
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 struct uint2 { unsigned int x, y; };
 struct alignas(16) uint4 { unsigned int x, y, z, w; };

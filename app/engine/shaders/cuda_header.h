@@ -19,6 +19,7 @@ typedef __half half_t;
 #define SHARED_PTR(T) T*                  // a pointer into shared memory
 #define BARRIER() __syncthreads()
 #define FINF (__int_as_float(0x7f800000))
+#define F32_BITS(i) __int_as_float(i)   // the float whose bits int i holds
 
 FN float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
 // The MUFU's exp2 as is: exp2f adds range fix-ups for subnormal results (four more instructions

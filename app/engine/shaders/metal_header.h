@@ -20,6 +20,7 @@ typedef half half_t;
 #define SHARED_PTR(T) threadgroup T*
 #define BARRIER() threadgroup_barrier(mem_flags::mem_threadgroup)
 #define FINF (as_type<float>(0x7f800000u))
+#define F32_BITS(i) as_type<float>(i)    // the float whose bits int i holds
 
 FN float shfl_xor(float v, ushort mask) { return simd_shuffle_xor(v, mask); }
 FN float fast_exp2(float x) { return metal::exp2(x); }
