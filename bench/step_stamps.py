@@ -217,8 +217,7 @@ def main():
                 print(f"         call {i}: q staged {med[col['q staged']]:.1f} ({p90[col['q staged']]:.1f}),"
                       f" loop start {med[col['loop start']]:.1f} ({p90[col['loop start']]:.1f}),"
                       f" loop end {med[col['loop end']]:.1f}, launch end {rel[:, 4].max():.1f}", flush=True)
-            for pool in kernels._pools.values():   # the entries read above stay managed: fresh ones next
-                pool[:] = [None] * len(pool)
+            kernels._pools.clear()   # the entries read above stay managed: a fresh pool next
     use_stamps(False, folder)
 
 

@@ -255,9 +255,10 @@ def _params(*values) -> mx.array:
     pairs = zip(values[::2], values[1::2] + (0,) * (len(values) % 2))
     strides = [int.from_bytes(struct.pack("<ii", lo, hi), "little", signed=True) for lo, hi in pairs]
     assert len(strides) <= 8, "MLX passes at most 8 strides (its MAX_NDIM on CUDA)"
-    a = mx.as_strided(_anchor(), (1,) * len(strides), strides)
-    mx.eval(a)
-    return a
+    # Left lazy: the first kernel that takes it evaluates it. An eval here would wait for every
+    # operation queued on the stream before it: a decode step's first layer would stall its graph
+    # building until the previous step had finished, undoing generate_step's overlap of the two.
+    return mx.as_strided(_anchor(), (1,) * len(strides), strides)
 
 
 @functools.cache
@@ -287,21 +288,19 @@ _turn = itertools.count()
 def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
     """A one-pass call's working memory: n_counters zeroed int32 counters (the kernel leaves them at
     zero) and n_floats of float32 scratch for the splits' partials. Calls take them in turn from a
-    pool, made as turns first reach them, so calls that run at once (independent ones in one MLX
-    command buffer) never share them."""
+    pool, so calls that run at once (independent ones in one MLX command buffer) never share them."""
     pool = _pools.get((n_counters, n_floats))
     if pool is None:
-        pool = _pools[n_counters, n_floats] = [None] * BUFFER_POOL
-    i = next(_turn) % BUFFER_POOL
-    if pool[i] is None:
         # Computed by the device, not mx.zeros (a broadcast scalar has no buffer of its own to write
         # into) nor from a Python list: MLX's CUDA memory is managed, and a buffer the host wrote
         # migrates on the kernel's first touch, a page fault inside the launch (ncu, H200: 150-300
-        # us launches until every pool entry had been used once).
-        counters = mx.arange(n_counters, dtype=mx.int32) * 0
-        pool[i] = (counters, mx.arange(n_floats, dtype=mx.float32))
-        mx.eval(pool[i])
-    return pool[i]
+        # us launches until every pool entry had been used once). All made at once: the eval waits
+        # for whatever the stream has queued, once rather than at each of the first turns.
+        pool = [(mx.arange(n_counters, dtype=mx.int32) * 0, mx.arange(n_floats, dtype=mx.float32))
+                for _ in range(BUFFER_POOL)]
+        mx.eval(pool)
+        _pools[n_counters, n_floats] = pool
+    return pool[next(_turn) % BUFFER_POOL]
 
 
 def max_splits(n_blocks_per_split: int) -> int:
