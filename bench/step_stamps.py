@@ -62,16 +62,16 @@ def stamped_body(text: str) -> str:
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_loop) :: "memory");
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[1]) :: "memory");""")
     stamp = 'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[{}]) :: "memory");'
-    text = text.replace(BLOCK, "unsigned long long g[7] = {0, 0, 0, 0, 0, 0, 0};\n" + stamp.format(0) + "\n" + BLOCK)
+    text = text.replace(BLOCK, f"unsigned long long g[{len(BLOCK_TIMES)}] = {{}};\n" + stamp.format(0) + "\n" + BLOCK)
     text = text.replace(QSTAGED, stamp.format(5) + "\n" + QSTAGED)
     text = text.replace(QFRAG, stamp.format(6) + "\n" + QFRAG)
     text = text.replace(MERGE, stamp.format(3) + "\n" + MERGE)
-    text = text.rstrip("\n") + "\n" + stamp.format(4) + """
-if (tid == 0) {
+    text = text.rstrip("\n") + "\n" + stamp.format(4) + f"""
+if (tid == 0) {{
   unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + PARAM(11) + PARAM(11) / D * 2
-                                                                 + int(gridDim.y) * n_splits * NW * 5);
-  for (int i = 0; i < 7; ++i) gs[(bk * n_splits + split) * 8 + i] = g[i];
-}
+                                                                 + int(gridDim.y) * n_splits * NW * {FIELDS});
+  for (int i = 0; i < {len(BLOCK_TIMES)}; ++i) gs[(bk * n_splits + split) * {SLOTS} + i] = g[i];
+}}
 """
     text = text.replace(TOP, TOP + """
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_top) :: "memory");""")
@@ -92,7 +92,7 @@ if (tid == 0) {
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_end_loop) :: "memory");
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[2]) :: "memory");
   if (lane == 0) {
-    float* st = writable(scratch) + PARAM(11) + PARAM(11) / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * 5;
+    float* st = writable(scratch) + PARAM(11) + PARAM(11) / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * """ + str(FIELDS) + """;
     st[0] = float(st_wait); st[1] = float(st_comp); st[2] = float(st_n); st[3] = float(st_issue);
     st[4] = float(t_end_loop - t_loop);
   }
@@ -212,11 +212,11 @@ def main():
                   " (90%) over blocks:", flush=True)
             for i, (_, scr) in enumerate(list(taken)):
                 rel = block_times(np.array(scr), blocks_at, HKV * splits)
-                med, p90 = np.median(rel, axis=0), np.percentile(rel, 90, axis=0)
-                col = {k: j for j, k in enumerate(BLOCK_TIMES)}
-                print(f"         call {i}: q staged {med[col['q staged']]:.1f} ({p90[col['q staged']]:.1f}),"
-                      f" loop start {med[col['loop start']]:.1f} ({p90[col['loop start']]:.1f}),"
-                      f" loop end {med[col['loop end']]:.1f}, launch end {rel[:, 4].max():.1f}", flush=True)
+                med = dict(zip(BLOCK_TIMES, np.median(rel, axis=0)))
+                p90 = dict(zip(BLOCK_TIMES, np.percentile(rel, 90, axis=0)))
+                print(f"         call {i}: q staged {med['q staged']:.1f} ({p90['q staged']:.1f}),"
+                      f" loop start {med['loop start']:.1f} ({p90['loop start']:.1f}),"
+                      f" loop end {med['loop end']:.1f}, launch end {rel[:, 4].max():.1f}", flush=True)
             kernels._pools.clear()   # the entries read above stay managed: a fresh pool next
     use_stamps(False, folder)
 
