@@ -116,14 +116,16 @@ def step_split(model, caches, steps: int = 16) -> dict:
 
 def caches_for(loaded, mode: str, default_blocks: int):
     """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks;
-    folio-int4-notail: every decode token quantized at once, no exact tail)."""
-    from app.engine import kernels
+    folio-int4-notail: every decode token quantized at once, no exact tail; folio-int4-nospan: the
+    prefill's past dequantized and concatenated by MLX ops instead of the span kernel)."""
+    from app.engine import kernels, prefill_span
 
     if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
     mode, _, blocks = mode.partition("@")
     kernels.set_plan(target_blocks=int(blocks) if blocks else default_blocks)
     kvcache.TAIL = 0 if mode.endswith("-notail") else DEFAULT_TAIL
+    prefill_span.ENABLED = not mode.endswith("-nospan")
     return kvcache.make_cache(loaded, "int4")
 
 

@@ -130,3 +130,48 @@ def check_ring(gqa, head_dim, skip, ring=4096):
     ref = selftest.undo_transforms(selftest.dequantized_attention)(q.astype(mx.float32), kq, vq, **args)
     err = rel_err(out, ref)
     assert err < TOL, f"relative error {err:.2e}"
+
+
+def check_span(n_past, L, head_dim, *, lo=0, B=1, n_kv=2, k_bits=4, v_bits=4, k_group=64, v_group=64,
+               dtype=mx.float16, fresh_dtype=mx.float32):
+    """The prefill span kernel against an fp32 oracle: slots [lo, lo + n_past) of a random cache
+    dequantized, then L chunk rows. Each element is one rounding of s*code + b (or of the chunk's
+    value) to dtype: within half an ulp of the exact value, so the check is elementwise."""
+    from app.engine import prefill_span
+
+    D, stop = head_dim, lo + n_past
+    t_alloc = stop + 29                      # slots past the visible ones are never read
+    kq = quantized(B, n_kv, t_alloc, D, k_bits, k_group)
+    vq = quantized(B, n_kv, t_alloc, D, v_bits, v_group)
+    fresh = tuple(mx.random.normal((B, n_kv, L, D)).astype(fresh_dtype) for _ in range(2)) if L else None
+    args = dict(lo=lo, stop=stop, fresh=fresh, k_bits=k_bits, v_bits=v_bits, k_group=k_group, v_group=v_group)
+    ko, vo = prefill_span.launch(kq, vq, dtype=dtype, poison=True, **args)
+    exact = prefill_span.reference(kq, vq, dtype=mx.float32, **args)
+    half_ulp = 2.0**-11 if dtype == mx.float16 else 2.0**-23
+    for out, ref, name in zip((ko, vo), exact, "KV"):
+        assert out.shape == (B, n_kv, n_past + L, D) and out.dtype == dtype
+        assert not mx.any(mx.isnan(out)).item(), f"a {name} element was never written"
+        # The oracle's own s*code + b rounds twice in fp32: allow that too.
+        worst = mx.max(mx.abs(out.astype(mx.float32) - ref) - (half_ulp * mx.abs(ref) + 1e-6)).item()
+        assert worst <= 0, f"{name}: an element is {worst:.2e} beyond half an ulp of the exact value"
+        if L:  # the chunk's rows: exactly its values rounded to dtype
+            assert mx.array_equal(out[:, :, n_past:], ref[:, :, n_past:].astype(dtype)).item()
+
+
+def check_prefill(gqa, head_dim, length, L, *, window=None, dtype=mx.float16):
+    """A prefill chunk's attention through the GPU path (span kernel, then MLX's SDPA) against the
+    blocked reference, on a cache made by Folio's own int4 layout (rotated, centered)."""
+    from app.engine import attention
+
+    B, n_kv, D = 1, 2, head_dim
+    q = mx.random.normal((B, n_kv * gqa, L, D)).astype(dtype)
+    kq = quantized(B, n_kv, length + 11, D, 4, 64)
+    vq = quantized(B, n_kv, length + 11, D, 8, 32)
+    fresh = tuple(mx.random.normal((B, n_kv, L, D)) for _ in range(2))
+    args = dict(scale=D**-0.5, length=length, k_bits=4, v_bits=8, k_group=64, v_group=32, window=window,
+                fresh=fresh)
+    out = attention.sdpa_prefill_attention(q, kq, vq, **args)
+    ref = attention.reference_prefill_attention(q, kq, vq, **args).astype(mx.float32)
+    err = rel_err(out, ref)
+    assert err < TOL, f"relative error {err:.2e} against the blocked reference"
+    return err

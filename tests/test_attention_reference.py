@@ -6,7 +6,7 @@ import os
 import mlx.core as mx
 import pytest
 
-from app.engine import attention, layout
+from app.engine import attention, kernels, layout, prefill_span
 from app.engine.layout import Quant
 
 
@@ -248,10 +248,27 @@ def test_prefill_takes_the_gpu_path_only_where_it_fits(monkeypatch):
     monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 1 << 30)
     assert attention.prefill_attention(q, k, k, **kw) == "sdpa"
     # 2 (K and V) x 2 KV heads x 1000 visible slots x 128 x 2 bytes (fp16)
-    assert attention.sdpa_prefill_bytes(q, k, **kw) == 2 * 2 * 1000 * 128 * 2
+    assert attention.sdpa_prefill_bytes(q, k, k, **kw) == 2 * 2 * 1000 * 128 * 2
     monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 2 * 2 * 1000 * 128 * 2 - 1)
     assert attention.prefill_attention(q, k, k, **kw) == "ref"
     monkeypatch.setattr(attention, "path", lambda: "reference")  # forced reference or no GPU
     monkeypatch.setattr(attention, "PREFILL_SDPA_BYTES", 1 << 30)
     assert attention.prefill_attention(q, k, k, **kw) == "ref"
     assert taken == ["sdpa", "ref", "ref"]
+
+
+def test_prefill_budget_counts_the_copies_of_the_path_taken(monkeypatch):
+    # A chunk with a past: MLX ops write the dequantized past, then past + chunk (two copies);
+    # the span kernel writes past + chunk once.
+    q4 = Quant(4, 64)
+    k = _cache(1, 2, 1000, 128, q4)
+    q = mx.zeros((1, 8, 100, 128), dtype=mx.float16)
+    fresh = (mx.zeros((1, 2, 100, 128), dtype=mx.float32),) * 2
+    kw = dict(scale=0.1, length=1000, k_bits=4, v_bits=4, k_group=64, v_group=64, fresh=fresh)
+    one = 2 * 2 * 1000 * 128 * 2
+    monkeypatch.setattr(kernels, "available", lambda: None)
+    assert attention.sdpa_prefill_bytes(q, k, k, **kw) == 2 * one
+    monkeypatch.setattr(kernels, "available", lambda: "cuda")
+    assert attention.sdpa_prefill_bytes(q, k, k, **kw) == one
+    monkeypatch.setattr(prefill_span, "ENABLED", False)
+    assert attention.sdpa_prefill_bytes(q, k, k, **kw) == 2 * one

@@ -11,7 +11,8 @@ import mlx.core as mx
 import pytest
 
 from app.engine import kernels
-from kernel_cases import check, check_ring, check_tail, check_transforms, quantized, rel_err
+from kernel_cases import (check, check_prefill, check_ring, check_span, check_tail, check_transforms, quantized,
+                          rel_err)
 
 pytestmark = pytest.mark.skipif(kernels.available() is None, reason="no Metal or CUDA device: the kernel cannot run here")
 # FOLIO_TEST_PLAN="pipeline:step:min_blocks:warps:target_blocks" (kernels.set_plan) runs the suite
@@ -106,3 +107,24 @@ def test_independent_calls_evaluated_together_agree():
         mx.eval(together)
         for i, out in enumerate(together):
             assert rel_err(out, alone[i % 3].astype(mx.float32)) < 1e-6, f"call {i}"
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("n_past,L,lo", [(1, 0, 0), (63, 37, 0), (4097, 1, 0), (4097, 513, 1000), (0, 63, 0),
+                                         (131072, 4096, 0)])
+def test_prefill_span_matches_the_dequantized_cache(head_dim, n_past, L, lo):
+    check_span(n_past, L, head_dim, lo=lo)
+
+
+@pytest.mark.parametrize("k_bits,v_bits,k_group,v_group", [(8, 4, 128, 64), (4, 8, 32, 32), (8, 8, 64, 128)])
+@pytest.mark.parametrize("dtype,fresh_dtype", [(mx.float16, mx.float16), (mx.float32, mx.bfloat16)])
+def test_prefill_span_bits_groups_and_dtypes(k_bits, v_bits, k_group, v_group, dtype, fresh_dtype):
+    check_span(4097, 77, 128, B=2, k_bits=k_bits, v_bits=v_bits, k_group=k_group, v_group=v_group, dtype=dtype,
+               fresh_dtype=fresh_dtype)
+
+
+@pytest.mark.parametrize("gqa", [1, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("window", [None, 1000])
+def test_prefill_attention_through_the_span_kernel(gqa, head_dim, window):
+    check_prefill(gqa, head_dim, 4097, 513, window=window)

@@ -14,7 +14,7 @@ import mlx.core as mx
 import pytest
 
 from kernel_emu import emulate
-from kernel_cases import check, check_ring, check_tail, check_transforms
+from kernel_cases import check, check_prefill, check_ring, check_span, check_tail, check_transforms
 
 pytestmark = pytest.mark.skipif(not emulate.available(), reason="g++ is not installed: the emulator cannot build")
 
@@ -58,3 +58,22 @@ def test_exact_tail_block(gqa, head_dim, length, n_tail):
 @pytest.mark.parametrize("skip", [(0, 3), (700, 24), (1530, 11)])   # at the start, inside, wrapping
 def test_ring_slots_out_of_sight(skip):
     check_ring(8, 128, skip, ring=1536)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("n_past,L,lo", [(1, 0, 0), (63, 37, 0), (1500, 1, 0), (700, 37, 301), (0, 37, 0)])
+def test_prefill_span_matches_the_dequantized_cache(head_dim, n_past, L, lo):
+    check_span(n_past, L, head_dim, lo=lo)
+
+
+@pytest.mark.parametrize("k_bits,v_bits,k_group,v_group", [(8, 4, 128, 64), (4, 8, 32, 32), (8, 8, 64, 128)])
+@pytest.mark.parametrize("dtype,fresh_dtype", [(mx.float16, mx.float16), (mx.float32, mx.bfloat16)])
+def test_prefill_span_bits_groups_and_dtypes(k_bits, v_bits, k_group, v_group, dtype, fresh_dtype):
+    check_span(301, 13, 128, B=2, k_bits=k_bits, v_bits=v_bits, k_group=k_group, v_group=v_group, dtype=dtype,
+               fresh_dtype=fresh_dtype)
+
+
+@pytest.mark.parametrize("gqa,head_dim", [(1, 64), (4, 128), (8, 256)])
+@pytest.mark.parametrize("window", [None, 200])
+def test_prefill_attention_through_the_span_kernel(gqa, head_dim, window):
+    check_prefill(gqa, head_dim, 677, 45, window=window)

@@ -203,3 +203,34 @@ def test_a_tail_longer_than_the_buffer_is_refused(launches):
     tail = (mx.zeros((1, 2, 128, 64), dtype=mx.float16),) * 2 + (65,)
     with pytest.raises(kernels.KernelUnsupported, match="tail of 65 tokens"):
         kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64, tail=tail)
+
+
+@pytest.mark.parametrize("lo,stop,L", [(0, 4096, 512), (900, 4096, 0), (0, 0, 7)])
+def test_prefill_span_launch(launches, backend, monkeypatch, lo, stop, L):
+    from app.engine import prefill_span
+
+    B, n_kv, D, t_alloc = 2, 4, 128, 5000
+    k, v = _cache(B, n_kv, t_alloc, D, 8, 128), _cache(B, n_kv, t_alloc, D, 4, 64)
+    fresh = tuple(mx.zeros((B, n_kv, L, D), dtype=mx.bfloat16) for _ in range(2)) if L else None
+    keys, values = prefill_span.gather(k, v, lo=lo, stop=stop, fresh=fresh, dtype=mx.float32, k_bits=8, v_bits=4,
+                                       k_group=128, v_group=64)
+    rows = stop - lo + L
+    assert keys.shape == values.shape == (B, n_kv, rows, D) and keys.dtype == mx.float32
+    (kernel, names, kw), = launches  # one launch for K and V
+    assert kernel == "prefill_span" and names == prefill_span.INPUTS
+    assert kw["grid"] == (math.ceil(rows * D / 8 / prefill_span.TPB) * prefill_span.TPB, B * n_kv * 2, 1)
+    assert kw["threadgroup"] == (prefill_span.TPB, 1, 1)
+    assert kw["output_shapes"] == [(B, n_kv, rows, D)] * 2 and kw["output_dtypes"] == [mx.float32] * 2
+    consts = dict(kw["template"])
+    assert (consts["TO"], consts["D"], consts["KBITS"], consts["VBITS"], consts["KGROUP"], consts["VGROUP"]) == \
+        (mx.float32, D, 8, 4, 128, 64)
+    assert consts["TF"] == (mx.bfloat16 if L else mx.float32)
+    inputs = kw["inputs"]
+    assert all(a is b for a, b in zip(inputs[:6], (*k, *v)))  # the whole cache: no slice, no copy
+    assert kernels.param_values(inputs[8])[:4] == [lo, stop - lo, L, t_alloc]
+    # Switched off, the same call takes MLX ops (no launch) and gives the same shapes.
+    launches.clear()
+    monkeypatch.setattr(prefill_span, "ENABLED", False)
+    ref = prefill_span.gather(k, v, lo=lo, stop=stop, fresh=fresh, dtype=mx.float32, k_bits=8, v_bits=4,
+                              k_group=128, v_group=64)
+    assert not launches and ref[0].shape == keys.shape

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine import kernels
+from app.engine import kernels, prefill_span
 
 # The executable stand-in for <metal_stdlib> the emulated tests run the Metal build on
 # (tests/kernel_emu): here it only has to compile.
@@ -42,6 +42,22 @@ def test_metal_source_compiles_as_cpp(tmp_path, variant):
     for i, src in enumerate(kernels.decode_sources("metal", D, G, kb, vb, kg, vg, dtype)):
         r = gxx_check(tmp_path, src, f"k{i}")
         assert r.returncode == 0, r.stderr[-3000:]
+
+
+SPAN_VARIANTS = [  # (head_dim, k_bits, v_bits, k_group, v_group, output dtype, chunk dtype)
+    (128, 4, 4, 64, 64, "float16", "float32"),
+    (64, 8, 4, 32, 64, "float32", "bfloat16"),
+    (256, 4, 8, 128, 32, "float16", "float16"),
+]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.parametrize("variant", SPAN_VARIANTS, ids=lambda v: f"d{v[0]}-k{v[1]}v{v[2]}-{v[5]}")
+def test_metal_prefill_span_compiles_as_cpp(tmp_path, variant):
+    src = prefill_span.mlx_source("metal", *variant)
+    assert "uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]" in src
+    r = gxx_check(tmp_path, src)
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -94,6 +110,11 @@ def test_cuda_source_compiles_for_sm90(tmp_path):
     def nvcc(f):
         return f, subprocess.run(["nvcc", "-c", "-arch=sm_90", "-I", str(tmp_path), str(f), "-o", str(f) + ".o"],
                                  capture_output=True, text=True)
+
+    for n, variant in enumerate(SPAN_VARIANTS):
+        f = tmp_path / f"span{n}.cu"
+        f.write_text(prefill_span.mlx_source("cuda", *variant))
+        jobs.append(f)
 
     with ThreadPoolExecutor(2) as pool:
         for f, r in pool.map(nvcc, jobs):

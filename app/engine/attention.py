@@ -26,7 +26,7 @@ import mlx.core as mx
 from mlx_lm.models import base
 
 from app import log
-from app.engine import layout, rotation
+from app.engine import layout, prefill_span, rotation
 from app.engine.errors import FolioError
 
 logger = log.get("attention")
@@ -346,7 +346,7 @@ def prefill_attention(q, k, v, fresh=None, **kw):
     """A prefill chunk's attention: on a GPU (the fused-kernel path, not forced to the reference)
     the visible past is dequantized once and handed to MLX's fused SDPA when that transient copy
     fits `sdpa_prefill_budget()`; else, and on the CPU, the blocked reference."""
-    if path() != "reference" and sdpa_prefill_bytes(q, k, fresh=fresh, **kw) <= sdpa_prefill_budget():
+    if path() != "reference" and sdpa_prefill_bytes(q, k, v, fresh=fresh, **kw) <= sdpa_prefill_budget():
         return sdpa_prefill_attention(q, k, v, fresh=fresh, **kw)
     return reference_prefill_attention(q, k, v, fresh=fresh, **kw)
 
@@ -386,32 +386,26 @@ def _sdpa_dtype(dtype):
     return mx.float16 if dtype == mx.float16 else mx.float32
 
 
-def sdpa_prefill_bytes(q, k, *, length, window=None, fresh=None, **kw) -> int:
+def sdpa_prefill_bytes(q, k, v, *, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None, **kw) -> int:
     B, _, L, D = q.shape
     lo, stop = _visible(length, L, window, fresh)
-    copies = 2 if fresh is not None and stop > lo else 1  # the dequantized past, then past + chunk
-    return copies * 2 * B * k[0].shape[1] * (length - lo) * D * _sdpa_dtype(q.dtype).size
+    dt = _sdpa_dtype(q.dtype)
+    # The span kernel writes past + chunk once; MLX ops write the dequantized past, then past + chunk.
+    copies = prefill_span.copies(k, v, fresh if stop > lo else None, dt, k_bits, v_bits, k_group, v_group)
+    return copies * 2 * B * k[0].shape[1] * (length - lo) * D * dt.size
 
 
 def sdpa_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None):
     """Same contract as `reference_prefill_attention`, for a GPU: the visible past dequantized (fp16
-    for fp16 models, else fp32; one op per K and V), the chunk's exact K/V appended, then one call of
+    for fp16 models, else fp32) with the chunk's exact K/V after it (prefill_span: one launch where
+    the span kernel runs, else MLX ops), then one call of
     mx.fast.scaled_dot_product_attention (fused: no score matrix in memory), which for a prefill is
     compute-bound anyway, so reading the past in fp16 costs little next to the products."""
     B, Hq, L, D = q.shape
     dt = _sdpa_dtype(q.dtype)
     lo, stop = _visible(length, L, window, fresh)
-    parts_k, parts_v = [], []
-    if stop > lo:
-        kp, ks, kb = (a[:, :, lo:stop] for a in k)
-        vp, vs, vb = (a[:, :, lo:stop] for a in v)
-        parts_k.append(mx.dequantize(kp, ks.astype(dt), kb.astype(dt), group_size=k_group, bits=k_bits))
-        parts_v.append(mx.dequantize(vp, vs.astype(dt), vb.astype(dt), group_size=v_group, bits=v_bits))
-    if fresh is not None:
-        parts_k.append(fresh[0].astype(dt))
-        parts_v.append(fresh[1].astype(dt))
-    keys = parts_k[0] if len(parts_k) == 1 else mx.concatenate(parts_k, axis=2)
-    values = parts_v[0] if len(parts_v) == 1 else mx.concatenate(parts_v, axis=2)
+    keys, values = prefill_span.gather(k, v, lo=lo, stop=stop, fresh=fresh, dtype=dt, k_bits=k_bits, v_bits=v_bits,
+                                       k_group=k_group, v_group=v_group)
     # Keys cover positions [lo, length), queries [length - L, length): MLX's "causal" aligns the
     # last query with the last key, which is exactly this. A window needs its explicit band.
     if window is None:

@@ -53,6 +53,16 @@ FN void load_partial4(const float* p, float (&d)[4]) {         // four, one 16-b
 FN uint h2_bits(__half2 h) { return *reinterpret_cast<uint*>(&h); }
 FN __half2 bits_h2(uint u) { return *reinterpret_cast<__half2*>(&u); }
 FN uint pack_h2(float a, float b) { return h2_bits(__floats2half2_rn(a, b)); }
+// Eight consecutive outputs (p 16-byte aligned): one 16-byte store in fp16, two in fp32, so a
+// warp writes whole 512-byte runs (prefill_span.body).
+FN void store8(__half* p, const float (&x)[8]) {
+  *reinterpret_cast<uint4*>(p) = make_uint4(pack_h2(x[0], x[1]), pack_h2(x[2], x[3]), pack_h2(x[4], x[5]),
+                                            pack_h2(x[6], x[7]));
+}
+FN void store8(float* p, const float (&x)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(x[0], x[1], x[2], x[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(x[4], x[5], x[6], x[7]);
+}
 
 // Codes to halves without conversion instructions: OR-ing the 0x6400 exponent into a 16-bit lane
 // holding an integer m < 1024 gives the half 1024+m. dq_lo: m = n, minus 1024 gives n; dq_hi: m =

@@ -30,6 +30,15 @@ FN float to_f32(half x) { return float(x); }
 FN float to_f32(bfloat16_t x) { return float(x); }
 FN half_t to_half(float x) { return half_t(x); }
 template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
+// Eight consecutive outputs (prefill_span.body; p 16-byte aligned): two 4-wide stores.
+FN void store8(device half* p, thread const float (&x)[8]) {
+  *((device half4*)p) = half4(x[0], x[1], x[2], x[3]);
+  *((device half4*)(p + 4)) = half4(x[4], x[5], x[6], x[7]);
+}
+FN void store8(device float* p, thread const float (&x)[8]) {
+  *((device float4*)p) = float4(x[0], x[1], x[2], x[3]);
+  *((device float4*)(p + 4)) = float4(x[4], x[5], x[6], x[7]);
+}
 
 // Decode runs in two launches here (decode_combine.body merges the splits): Metal's memory model
 // for one threadgroup reading another's results within a dispatch has not been validated on a Mac.
