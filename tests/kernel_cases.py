@@ -133,10 +133,11 @@ def check_ring(gqa, head_dim, skip, ring=4096):
 
 
 def check_span(n_past, L, head_dim, *, lo=0, B=1, n_kv=2, k_bits=4, v_bits=4, k_group=64, v_group=64,
-               dtype=mx.float16, fresh_dtype=mx.float32):
+               dtype=mx.float16, fresh_dtype=mx.float32, transforms=False):
     """The prefill span kernel against an fp32 oracle: slots [lo, lo + n_past) of a random cache
-    dequantized, then L chunk rows. Each element is one rounding of s*code + b (or of the chunk's
-    value) to dtype: within half an ulp of the exact value, so the check is elementwise."""
+    dequantized (with `transforms`, brought back to the model's space: means added, rotations
+    undone), then L chunk rows. Each element is one rounding of a float32 value to dtype, so the
+    check is elementwise: within half an ulp of the oracle, plus float32's own noise."""
     from app.engine import prefill_span
 
     D, stop = head_dim, lo + n_past
@@ -145,14 +146,17 @@ def check_span(n_past, L, head_dim, *, lo=0, B=1, n_kv=2, k_bits=4, v_bits=4, k_
     vq = quantized(B, n_kv, t_alloc, D, v_bits, v_group)
     fresh = tuple(mx.random.normal((B, n_kv, L, D)).astype(fresh_dtype) for _ in range(2)) if L else None
     args = dict(lo=lo, stop=stop, fresh=fresh, k_bits=k_bits, v_bits=v_bits, k_group=k_group, v_group=v_group)
+    if transforms:
+        args.update(rotate_k=True, rotate_v=True, k_mean=mx.random.normal((B, n_kv, 1, D)),
+                    v_mean=mx.random.normal((B, n_kv, 1, D)))
     ko, vo = prefill_span.launch(kq, vq, dtype=dtype, poison=True, **args)
     exact = prefill_span.reference(kq, vq, dtype=mx.float32, **args)
     half_ulp = 2.0**-11 if dtype == mx.float16 else 2.0**-23
+    noise = 2e-5 if transforms else 1e-6      # float32 butterflies in another order than MLX's
     for out, ref, name in zip((ko, vo), exact, "KV"):
         assert out.shape == (B, n_kv, n_past + L, D) and out.dtype == dtype
         assert not mx.any(mx.isnan(out)).item(), f"a {name} element was never written"
-        # The oracle's own s*code + b rounds twice in fp32: allow that too.
-        worst = mx.max(mx.abs(out.astype(mx.float32) - ref) - (half_ulp * mx.abs(ref) + 1e-6)).item()
+        worst = mx.max(mx.abs(out.astype(mx.float32) - ref) - (half_ulp * mx.abs(ref) + noise)).item()
         assert worst <= 0, f"{name}: an element is {worst:.2e} beyond half an ulp of the exact value"
         if L:  # the chunk's rows: exactly its values rounded to dtype
             assert mx.array_equal(out[:, :, n_past:], ref[:, :, n_past:].astype(dtype)).item()
@@ -175,3 +179,28 @@ def check_prefill(gqa, head_dim, length, L, *, window=None, dtype=mx.float16):
     err = rel_err(out, ref)
     assert err < TOL, f"relative error {err:.2e} against the blocked reference"
     return err
+
+
+def check_model_space_prefill(spec, head_dim, *, gqa=4, chunks=(300, 77), window=None, dtype=mx.float16):
+    """Folio's cache fed chunk by chunk; each chunk's attention through the GPU path that brings the
+    past back to the model's space (span kernel with the transforms, SDPA on the model's own
+    queries) against the reference path (rotated queries, blocked attention, output transformed)."""
+    from app.engine import attention, kvcache
+
+    B, n_kv, D = 1, 2, head_dim
+    cache = kvcache.QuantizedCache(spec, window)
+    for L in chunks:
+        keys, values = (mx.random.normal((B, n_kv, L, D)).astype(dtype) for _ in range(2))
+        q = mx.random.normal((B, n_kv * gqa, L, D)).astype(dtype)
+        view, _ = cache.update_and_fetch(keys, values)
+        out = attention._prefill_model_space(q, view, scale=D**-0.5, length=view.length, k_bits=spec.k.bits,
+                                             v_bits=spec.v.bits, k_group=spec.k.group, v_group=spec.v.group,
+                                             window=view.window)
+        assert out is not None, "the span kernel did not take the chunk"
+        attention.force_reference(True)
+        try:
+            ref = attention.attend(q, view, D**-0.5).astype(mx.float32)
+        finally:
+            attention.force_reference(None)
+        err = rel_err(out, ref)
+        assert err < TOL, f"relative error {err:.2e} against the reference path (chunk of {L})"

@@ -11,8 +11,8 @@ import mlx.core as mx
 import pytest
 
 from app.engine import kernels
-from kernel_cases import (check, check_prefill, check_ring, check_span, check_tail, check_transforms, quantized,
-                          rel_err)
+from kernel_cases import (check, check_model_space_prefill, check_prefill, check_ring, check_span, check_tail,
+                          check_transforms, quantized, rel_err)
 
 pytestmark = pytest.mark.skipif(kernels.available() is None, reason="no Metal or CUDA device: the kernel cannot run here")
 # FOLIO_TEST_PLAN="pipeline:step:min_blocks:warps:target_blocks" (kernels.set_plan) runs the suite
@@ -128,3 +128,22 @@ def test_prefill_span_bits_groups_and_dtypes(k_bits, v_bits, k_group, v_group, d
 @pytest.mark.parametrize("window", [None, 1000])
 def test_prefill_attention_through_the_span_kernel(gqa, head_dim, window):
     check_prefill(gqa, head_dim, 4097, 513, window=window)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("n_past,L", [(63, 37), (4097, 0), (131072, 4096)])
+def test_prefill_span_brings_the_past_back_to_the_model_space(head_dim, n_past, L):
+    check_span(n_past, L, head_dim, transforms=True, k_bits=8, k_group=min(head_dim, 128))
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("mode", ["int4", "auto", "k4g64v4g64"])
+@pytest.mark.parametrize("window", [None, 1000])
+def test_prefill_in_the_model_space_matches_the_reference_path(head_dim, mode, window):
+    from app.engine import policy
+    from app.engine.loader import ModelShape
+
+    shape = ModelShape(n_layers=1, n_kv_heads=2, head_dim=head_dim, windows=[window], attention_scale=None,
+                       max_context=8192)
+    check_model_space_prefill(policy.choose(shape, mode).layers[0], head_dim, chunks=(2048, 1500, 513),
+                              window=window)

@@ -14,7 +14,8 @@ import mlx.core as mx
 import pytest
 
 from kernel_emu import emulate
-from kernel_cases import check, check_prefill, check_ring, check_span, check_tail, check_transforms
+from kernel_cases import (check, check_model_space_prefill, check_prefill, check_ring, check_span, check_tail,
+                          check_transforms)
 
 pytestmark = pytest.mark.skipif(not emulate.available(), reason="g++ is not installed: the emulator cannot build")
 
@@ -77,3 +78,22 @@ def test_prefill_span_bits_groups_and_dtypes(k_bits, v_bits, k_group, v_group, d
 @pytest.mark.parametrize("window", [None, 200])
 def test_prefill_attention_through_the_span_kernel(gqa, head_dim, window):
     check_prefill(gqa, head_dim, 677, 45, window=window)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("n_past,L", [(63, 37), (700, 0), (1, 5)])
+def test_prefill_span_brings_the_past_back_to_the_model_space(head_dim, n_past, L):
+    check_span(n_past, L, head_dim, transforms=True, k_bits=8, k_group=min(head_dim, 128))
+
+
+@pytest.mark.parametrize("head_dim,window", [(64, None), (128, None), (256, None), (128, 200)])
+@pytest.mark.parametrize("mode", ["int4", "auto", "k4g64v4g64"])
+def test_prefill_in_the_model_space_matches_the_reference_path(head_dim, mode, window):
+    from app.engine import attention, policy
+    from app.engine.loader import ModelShape
+
+    attention.path.cache_clear()  # decided before the emulator stood in for a GPU
+    shape = ModelShape(n_layers=1, n_kv_heads=2, head_dim=head_dim, windows=[window], attention_scale=None,
+                       max_context=4096)
+    check_model_space_prefill(policy.choose(shape, mode).layers[0], head_dim, chunks=(300, 77, 150), window=window)
+    attention.path.cache_clear()

@@ -227,7 +227,7 @@ def test_prefill_span_launch(launches, backend, monkeypatch, lo, stop, L):
     assert consts["TF"] == (mx.bfloat16 if L else mx.float32)
     inputs = kw["inputs"]
     assert all(a is b for a, b in zip(inputs[:6], (*k, *v)))  # the whole cache: no slice, no copy
-    assert kernels.param_values(inputs[8])[:4] == [lo, stop - lo, L, t_alloc]
+    assert kernels.param_values(inputs[prefill_span.INPUTS.index("params")])[:4] == [lo, stop - lo, L, t_alloc]
     # Switched off, the same call takes MLX ops (no launch) and gives the same shapes.
     launches.clear()
     monkeypatch.setattr(prefill_span, "ENABLED", False)

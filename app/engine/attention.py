@@ -395,17 +395,20 @@ def sdpa_prefill_bytes(q, k, v, *, length, k_bits, v_bits, k_group, v_group, win
     return copies * 2 * B * k[0].shape[1] * (length - lo) * D * dt.size
 
 
-def sdpa_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None):
+def sdpa_prefill_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None, fresh=None,
+                           **transforms):
     """Same contract as `reference_prefill_attention`, for a GPU: the visible past dequantized (fp16
     for fp16 models, else fp32) with the chunk's exact K/V after it (prefill_span: one launch where
     the span kernel runs, else MLX ops), then one call of
     mx.fast.scaled_dot_product_attention (fused: no score matrix in memory), which for a prefill is
-    compute-bound anyway, so reading the past in fp16 costs little next to the products."""
+    compute-bound anyway, so reading the past in fp16 costs little next to the products.
+    `transforms` (prefill_span.reference's rotate_k, rotate_v, k_mean, v_mean) bring the past back
+    to the model's space on the way: then q and fresh are the model's own, and so is the output."""
     B, Hq, L, D = q.shape
     dt = _sdpa_dtype(q.dtype)
     lo, stop = _visible(length, L, window, fresh)
     keys, values = prefill_span.gather(k, v, lo=lo, stop=stop, fresh=fresh, dtype=dt, k_bits=k_bits, v_bits=v_bits,
-                                       k_group=k_group, v_group=v_group)
+                                       k_group=k_group, v_group=v_group, **transforms)
     # Keys cover positions [lo, length), queries [length - L, length): MLX's "causal" aligns the
     # last query with the last key, which is exactly this. A window needs its explicit band.
     if window is None:
@@ -434,6 +437,10 @@ class Compressed:
     window: int | None = None
     v_mean: mx.array | None = None  # added back to the output when V was centered
     fresh: tuple | None = None  # a prefill chunk's exact (K, V), as stored before quantizing
+    # The same chunk as the model made it (before rotation and centering), and K's centering mean:
+    # the GPU prefill brings the past back to the model's space instead (see _prefill_model_space).
+    fresh_raw: tuple | None = None
+    k_mean: mx.array | None = None
     tail: "ExactTail | None" = None  # decode: the newest tokens, exact, after the `length` slots
     # Decode on a window layer with a tail: (first slot, count) of ring slots out of the window
     # (the oldest positions, which the tail's newer ones pushed out); may wrap past the last slot.
@@ -481,6 +488,10 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
         out = _fused_decode(queries, kv, **kw)
         if out is not None:
             return out
+    if queries.shape[2] > 1 and path() != "reference":
+        out = _prefill_model_space(queries, kv, **kw)
+        if out is not None:
+            return out
     if k.rotate:
         queries = rotation.rotate(queries)
     if queries.shape[2] == 1:  # the fused kernels, where they exist, were offered this step above
@@ -500,6 +511,24 @@ def _fused_decode(queries, kv: Compressed, **kw):
     return _kernel_decode(queries, kv.k, kv.v, rotate_q=kv.spec.k.rotate, v_mean=kv.v_mean,
                           rotate_out=kv.spec.v.rotate, tail=None if t is None else (t.k, t.v, t.n),
                           k_mean=None if t is None else t.k_mean, skip=kv.skip, **kw)
+
+
+def _prefill_model_space(queries, kv: Compressed, **kw):
+    """A GPU prefill chunk with the past brought back to the model's space by the span kernel
+    (the means added back, the rotations undone): the queries go in and the output comes out as
+    the model has them, three launches a layer fewer than rotating q and the output around SDPA.
+    None where the span kernel does not cover it or the copy passes the budget (the caller's path)."""
+    fresh = kv.fresh_raw if kv.fresh is not None else None
+    if kv.fresh is not None and fresh is None:
+        return None
+    spec = kv.spec
+    if not prefill_span.covers(kv.k, kv.v, fresh, _sdpa_dtype(queries.dtype), spec.k.bits, spec.v.bits, spec.k.group,
+                               spec.v.group, rotate=spec.k.rotate or spec.v.rotate):
+        return None
+    if sdpa_prefill_bytes(queries, kv.k, kv.v, fresh=fresh, **kw) > sdpa_prefill_budget():
+        return None
+    return sdpa_prefill_attention(queries, kv.k, kv.v, fresh=fresh, rotate_k=spec.k.rotate, rotate_v=spec.v.rotate,
+                                  k_mean=kv.k_mean, v_mean=kv.v_mean, **kw)
 
 
 def uncenter_unrotate(out, v_mean, rotate: bool):

@@ -119,20 +119,21 @@ class QuantizedCache:
         if self._tail_takes(L, keys, values):
             return self._append_to_tail(keys, values)
         self.flush()  # a prefill chunk sees every earlier token quantized
-        fresh = None
+        fresh = raw = None
         if L == 1 and attention.COMPILE and self._means_ready() and keys.dtype == values.dtype:
             kq, vq = self._encode_token(keys, values)
         else:
             kq, vq, centered = self._encode(keys, values)
             if L > 1 and EXACT_CHUNK:
-                fresh = centered
+                fresh, raw = centered, (keys, values)
+        exact = dict(fresh=fresh, fresh_raw=raw, k_mean=self.k_mean)
         prev = self.offset
         W = self.window
         if W is None:
             self._reserve(prev + L, B, H, D)
             self._write(prev, kq, vq, 0, L)
             self.offset += L
-            view = attention.Compressed(self.k, self.v, self.offset, self.spec, v_mean=self.v_mean, fresh=fresh)
+            view = attention.Compressed(self.k, self.v, self.offset, self.spec, v_mean=self.v_mean, **exact)
             return view, view
         if L == 1:
             self._ring_write(prev, 1, kq, vq, B, H, D)
@@ -150,7 +151,7 @@ class QuantizedCache:
             k_seen, v_seen = kq, vq
         self._ring_write(prev, L, kq, vq, B, H, D)
         self.offset += L
-        view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, fresh=fresh)
+        view = attention.Compressed(k_seen, v_seen, n_old + L, self.spec, window=W, v_mean=self.v_mean, **exact)
         return view, view
 
     def _ring_write(self, prev: int, L: int, kq: tuple, vq: tuple, B: int, H: int, D: int):
