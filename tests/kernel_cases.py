@@ -181,13 +181,18 @@ def check_prefill(gqa, head_dim, length, L, *, window=None, dtype=mx.float16):
     return err
 
 
-def check_model_space_prefill(spec, head_dim, *, gqa=4, chunks=(300, 77), window=None, dtype=mx.float16):
-    """Folio's cache fed chunk by chunk; each chunk's attention through the GPU path that brings the
-    past back to the model's space (span kernel with the transforms, SDPA on the model's own
-    queries) against the reference path (rotated queries, blocked attention, output transformed)."""
-    from app.engine import attention, kvcache
+def check_model_space_prefill(mode, head_dim, *, gqa=4, chunks=(300, 77), window=None, dtype=mx.float16):
+    """Folio's cache in KV mode `mode` fed chunk by chunk; each chunk's attention through the GPU
+    path that brings the past back to the model's space (span kernel with the transforms, SDPA on
+    the model's own queries) against the reference path (rotated queries, blocked attention, output
+    transformed)."""
+    from app.engine import attention, kvcache, policy
+    from app.engine.loader import ModelShape
 
     B, n_kv, D = 1, 2, head_dim
+    shape = ModelShape(n_layers=1, n_kv_heads=n_kv, head_dim=D, windows=[window], attention_scale=None,
+                       max_context=sum(chunks))
+    spec = policy.choose(shape, mode).layers[0]
     cache = kvcache.QuantizedCache(spec, window)
     for L in chunks:
         keys, values = (mx.random.normal((B, n_kv, L, D)).astype(dtype) for _ in range(2))

@@ -140,10 +140,4 @@ def test_prefill_span_brings_the_past_back_to_the_model_space(head_dim, n_past, 
 @pytest.mark.parametrize("mode", ["int4", "auto", "k4g64v4g64"])
 @pytest.mark.parametrize("window", [None, 1000])
 def test_prefill_in_the_model_space_matches_the_reference_path(head_dim, mode, window):
-    from app.engine import policy
-    from app.engine.loader import ModelShape
-
-    shape = ModelShape(n_layers=1, n_kv_heads=2, head_dim=head_dim, windows=[window], attention_scale=None,
-                       max_context=8192)
-    check_model_space_prefill(policy.choose(shape, mode).layers[0], head_dim, chunks=(2048, 1500, 513),
-                              window=window)
+    check_model_space_prefill(mode, head_dim, chunks=(2048, 1500, 513), window=window)

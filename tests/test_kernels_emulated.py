@@ -89,11 +89,8 @@ def test_prefill_span_brings_the_past_back_to_the_model_space(head_dim, n_past, 
 @pytest.mark.parametrize("head_dim,window", [(64, None), (128, None), (256, None), (128, 200)])
 @pytest.mark.parametrize("mode", ["int4", "auto", "k4g64v4g64"])
 def test_prefill_in_the_model_space_matches_the_reference_path(head_dim, mode, window):
-    from app.engine import attention, policy
-    from app.engine.loader import ModelShape
+    from app.engine import attention
 
     attention.path.cache_clear()  # decided before the emulator stood in for a GPU
-    shape = ModelShape(n_layers=1, n_kv_heads=2, head_dim=head_dim, windows=[window], attention_scale=None,
-                       max_context=4096)
-    check_model_space_prefill(policy.choose(shape, mode).layers[0], head_dim, chunks=(300, 77, 150), window=window)
+    check_model_space_prefill(mode, head_dim, chunks=(300, 77, 150), window=window)
     attention.path.cache_clear()
