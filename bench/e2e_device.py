@@ -117,8 +117,9 @@ def step_split(model, caches, steps: int = 16) -> dict:
 def caches_for(loaded, mode: str, default_blocks: int):
     """mlx-lm's fp16 cache, or Folio's int4 cache (folio-int4@N: the kernel planned for N blocks;
     folio-int4-notail: every decode token quantized at once, no exact tail; folio-int4-nospan: the
-    prefill's past dequantized and concatenated by MLX ops instead of the span kernel)."""
-    from app.engine import kernels, prefill_span
+    prefill's past dequantized and concatenated by MLX ops instead of the span kernel;
+    folio-int4-modelspace: the span kernel brings the past back to the model's space)."""
+    from app.engine import attention, kernels, prefill_span
 
     if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
@@ -126,6 +127,7 @@ def caches_for(loaded, mode: str, default_blocks: int):
     kernels.set_plan(target_blocks=int(blocks) if blocks else default_blocks)
     kvcache.TAIL = 0 if mode.endswith("-notail") else DEFAULT_TAIL
     prefill_span.ENABLED = not mode.endswith("-nospan")
+    attention.PREFILL_MODEL_SPACE = mode.endswith("-modelspace")
     return kvcache.make_cache(loaded, "int4")
 
 

@@ -88,6 +88,8 @@ def main():
             parts = {
                 "update (rotate, center, quantize, write)": encode,
                 "attend (all of Folio's attention)": lambda: attention.attend(q, view, D**-0.5),
+                "attend in the model's space (PREFILL_MODEL_SPACE)": lambda: attention._prefill_model_space(
+                    q, view, scale=D**-0.5, length=view.length, window=view.window, **kw),
                 "past + chunk for SDPA (gather)": lambda: prefill_span.gather(
                     view.k, view.v, lo=0, stop=past, fresh=view.fresh, dtype=mx.float16, **kw),
                 "fp16 SDPA alone (causal)": lambda: mx.fast.scaled_dot_product_attention(

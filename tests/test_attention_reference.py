@@ -272,3 +272,21 @@ def test_prefill_budget_counts_the_copies_of_the_path_taken(monkeypatch):
     assert attention.sdpa_prefill_bytes(q, k, k, **kw) == one
     monkeypatch.setattr(prefill_span, "ENABLED", False)
     assert attention.sdpa_prefill_bytes(q, k, k, **kw) == 2 * one
+
+
+def test_prefill_takes_the_model_space_path_only_when_switched_on(monkeypatch):
+    from app.engine.kvcache import QuantizedCache
+    from app.engine.layout import LayerSpec
+
+    cache = QuantizedCache(LayerSpec(Quant(4, 64, True, True), Quant(4, 64, True, True)))
+    view, _ = cache.update_and_fetch(mx.random.normal((1, 2, 40, 64)), mx.random.normal((1, 2, 40, 64)))
+    q = mx.random.normal((1, 4, 40, 64))
+    taken = []
+    monkeypatch.setattr(attention, "path", lambda: "cuda")
+    monkeypatch.setattr(attention, "_prefill_model_space", lambda *a, **kw: taken.append("model space") or q)
+    monkeypatch.setattr(attention, "PREFILL_MODEL_SPACE", True)
+    assert attention.attend(q, view, 0.125) is q and taken == ["model space"]
+    monkeypatch.setattr(attention, "PREFILL_MODEL_SPACE", False)
+    out = attention.attend(q, view, 0.125)  # the rotated-queries path (here on MLX ops)
+    assert out.shape == q.shape and taken == ["model space"]
+    assert view.fresh_raw is not None and view.k_mean is not None  # what the model-space path needs

@@ -41,6 +41,11 @@ PREFILL_SCORE_BYTES = 4 * 2**20
 UNPACK_ROWS = 32
 # Evaluate the softmax state after each prefill block (False: MLX schedules all blocks at once).
 EVAL_BLOCKS = True
+# A GPU prefill chunk brings the past back to the model's space in the span kernel instead of
+# rotating q and the output around SDPA (_prefill_model_space). Off until measured on a GPU: it
+# passes the emulated kernels' tests against the reference path, but no device was lent after it
+# was written (2026-12-07); bench/e2e_device.py's mode folio-int4-modelspace turns it on for the A/B.
+PREFILL_MODEL_SPACE = False
 # Decode runs through mx.compile'd steps (one trace per variant): the same arithmetic in fewer
 # dispatched ops. False takes the plain-ops path (tests compare the two).
 COMPILE = True
@@ -488,7 +493,7 @@ def attend(queries: mx.array, kv: Compressed, scale: float) -> mx.array:
         out = _fused_decode(queries, kv, **kw)
         if out is not None:
             return out
-    if queries.shape[2] > 1 and path() != "reference":
+    if queries.shape[2] > 1 and PREFILL_MODEL_SPACE and path() != "reference":
         out = _prefill_model_space(queries, kv, **kw)
         if out is not None:
             return out
