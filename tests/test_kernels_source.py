@@ -44,10 +44,10 @@ def test_metal_source_compiles_as_cpp(tmp_path, variant):
         assert r.returncode == 0, r.stderr[-3000:]
 
 
-SPAN_VARIANTS = [  # (head_dim, k_bits, v_bits, k_group, v_group, output dtype, chunk dtype)
-    (128, 4, 4, 64, 64, "float16", "float32"),
-    (64, 8, 4, 32, 64, "float32", "bfloat16"),
-    (256, 4, 8, 128, 32, "float16", "float16"),
+SPAN_VARIANTS = [  # (head_dim, k_bits, v_bits, k_group, v_group, output dtype, chunk dtype, model-space transforms)
+    (128, 4, 4, 64, 64, "float16", "float32", False),
+    (64, 8, 4, 32, 64, "float32", "bfloat16", True),
+    (256, 4, 8, 128, 32, "float16", "float16", True),
 ]
 
 
