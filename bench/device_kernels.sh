@@ -2,7 +2,7 @@
 # On the H200 (after the install lines of ../shared/cuda/README.md): builds the fused decode kernels
 # through MLX's CUDA backend, checks them against the reference, times them, and measures decode end
 # to end; logs under $OUT, a short table last. Each phase has its own time limit (one device call
-# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1 (NCU_FULL=1), LAYER=1,
+# may run 600 s). Phases: TESTS (pytest args, or "none"), BENCH=0, HOST=0, PROBE=0, NCU=1 (NCU_FULL=1), LAYER=1, PREFILL=1 (PREFILL_CTX),
 # E2E=0 skip or add them (NCU_OPTS: more ncu options, e.g. "--clock-control none"; PROBE_CTX, PROBE_PLANS, PROBE_BLOCKS, PROBE_ALT: bench/kernel_probe.py); E2E_PREFILL /
 # E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
 # are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, a call's
@@ -55,6 +55,13 @@ if [ "${LAYER:-0}" = 1 ]; then
   SECONDS=0
   timeout 150 python3 bench/layer_probe.py 32768,131072 > "$OUT/layer.txt" 2>&1; echo "layer probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
   tail -6 "$OUT/layer.txt"
+fi
+if [ "${PREFILL:-0}" = 1 ]; then
+  # One layer's prefill chunk by part (bench/prefill_probe.py): the span kernel, the model-space path.
+  SECONDS=0
+  timeout ${PREFILL_S:-150} python3 bench/prefill_probe.py ${PREFILL_CTX:-32768,131072} > "$OUT/prefill_probe.txt" 2>&1
+  echo "prefill probe rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  grep -A40 "^context" "$OUT/prefill_probe.txt"
 fi
 if [ "${E2E:-1}" = 1 ]; then
   SECONDS=0
