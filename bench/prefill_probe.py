@@ -11,26 +11,20 @@ own. Milliseconds per call, CALLS calls evaluated together, median of REPEATS.
 """
 import argparse
 import sys
-import time
 
 import mlx.core as mx
 
 sys.path.insert(0, "bench")
 import e2e_device  # noqa: E402
 
+from app.bench.attention_device import time_ms  # noqa: E402
 from app.engine import attention, kvcache, prefill_span, rotation  # noqa: E402
 
-CALLS, REPEATS = 3, 7
+CALLS, REPEATS = 3, 7   # fewer than the README timing's 10 x 20: a layer's chunk takes milliseconds
 
 
 def timed(fn) -> float:
-    mx.eval(fn())
-    samples = []
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        mx.eval([fn() for _ in range(CALLS)])
-        samples.append((time.perf_counter() - t) / CALLS * 1e3)
-    return sorted(samples)[REPEATS // 2]
+    return time_ms(fn, CALLS, REPEATS)
 
 
 def main():

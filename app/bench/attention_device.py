@@ -24,16 +24,17 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true")
 
 
-def time_ms(fn) -> float:
+def time_ms(fn, calls: int = CALLS, repeats: int = REPEATS) -> float:
+    """ms per call: `calls` calls evaluated together, median of `repeats` such timings, after warm-up."""
     import mlx.core as mx
 
     for _ in range(WARMUP):
         mx.eval(fn())
     samples = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t = time.perf_counter()
-        mx.eval([fn() for _ in range(CALLS)])
-        samples.append((time.perf_counter() - t) * 1e3 / CALLS)
+        mx.eval([fn() for _ in range(calls)])
+        samples.append((time.perf_counter() - t) * 1e3 / calls)
     return median(samples)
 
 

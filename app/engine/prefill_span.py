@@ -13,7 +13,7 @@ import functools
 import mlx.core as mx
 
 from app import log
-from app.engine import kernels, rotation
+from app.engine import kernels, layout, rotation
 
 logger = log.get("attention")
 
@@ -33,13 +33,13 @@ def reference(k, v, *, lo, stop, fresh, dtype, k_bits, v_bits, k_group, v_group,
     if stop > lo:
         for parts, t, bits, group, rot, mean in ((parts_k, k, k_bits, k_group, rotate_k, k_mean),
                                                  (parts_v, v, v_bits, v_group, rotate_v, v_mean)):
-            p, s, b = (a[:, :, lo:stop] for a in t)
-            if not rot and mean is None:
-                parts.append(mx.dequantize(p, s.astype(dtype), b.astype(dtype), group_size=group, bits=bits))
-                continue
-            x = mx.dequantize(p, s.astype(mx.float32), b.astype(mx.float32), group_size=group, bits=bits)
-            x = x if mean is None else x + mean.astype(mx.float32)
-            parts.append((rotation.rotate(x) if rot else x).astype(dtype))
+            plain = not rot and mean is None
+            x = layout.dequantize(tuple(a[:, :, lo:stop] for a in t), layout.Quant(bits, group),
+                                  dtype if plain else mx.float32)
+            if not plain:
+                x = x if mean is None else x + mean.astype(mx.float32)
+                x = (rotation.rotate(x) if rot else x).astype(dtype)
+            parts.append(x)
     if fresh is not None:
         parts_k.append(fresh[0].astype(dtype))
         parts_v.append(fresh[1].astype(dtype))
