@@ -47,9 +47,10 @@ def main():
     rows = []
     for ctx in (int(c) for c in args.contexts.split(",")):
         past = ctx - L
-        for mode in ("fp16", "int4", "int4-nospan"):
+        for mode in ("fp16", "int4", "int4-modelspace", "int4-nospan"):
             prefill_span.ENABLED = mode != "int4-nospan"
-            c = kvcache.make_cache(loaded, mode.removesuffix("-nospan"))[0]
+            attention.PREFILL_MODEL_SPACE = mode == "int4-modelspace"
+            c = kvcache.make_cache(loaded, mode.split("-")[0])[0]
             e2e_device.fill([c], past)
 
             def layer(c=c):
@@ -59,7 +60,8 @@ def main():
                 return attn(x, mask="causal", cache=c), c.state
 
             rows.append((ctx, mode, "layer attention (projections, rope, update, attention)", timed(layer)))
-            if mode == "fp16":
+            attention.PREFILL_MODEL_SPACE = False
+            if mode in ("fp16", "int4-modelspace"):
                 continue
             # Folio's parts, on the view a chunk's update returns.
             c.offset = past
@@ -97,10 +99,10 @@ def main():
             mx.clear_cache()
         for r in rows:
             if r[0] == ctx:
-                print(f"{r[0]:7d}  {r[1]:11s}  {r[3]:8.3f}  {r[2]}", flush=True)
+                print(f"{r[0]:7d}  {r[1]:15s}  {r[3]:8.3f}  {r[2]}", flush=True)
     print("context  cache        ms/call  part (measured on this machine; chunk of", L, "tokens)")
     for r in rows:
-        print(f"{r[0]:7d}  {r[1]:11s}  {r[3]:8.3f}  {r[2]}")
+        print(f"{r[0]:7d}  {r[1]:15s}  {r[3]:8.3f}  {r[2]}")
 
 
 if __name__ == "__main__":
