@@ -15,7 +15,7 @@ from mlx_lm.models.cache import trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from app import log
-from app.engine import kvcache, memory
+from app.engine import kvcache, memory, prefill
 from app.engine.errors import Cancelled, ContextOverflow, FolioError
 from app.engine.stats import TurnStats
 
@@ -180,25 +180,22 @@ class ChatSession:
     def _prefill(self, prompt, start, on_progress, should_stop):
         """Feed all but the last prompt token in chunks; the last goes through generate_step."""
         total = len(prompt)
-        todo = prompt[start:-1]
-        done = start
         if on_progress:
-            on_progress(done, total)
-        for i in range(0, len(todo), self.prefill_chunk):
-            if should_stop():
-                raise Cancelled()
-            chunk = todo[i : i + self.prefill_chunk]
-            try:
-                self.loaded.model(mx.array(chunk)[None], cache=self.cache)
-                mx.eval([c.state for c in self.cache])
-            except RuntimeError as e:
-                self.reset()
-                raise FolioError(f"Prefill failed: {e}. Try a shorter context or the int4 KV mode.") from None
-            self.cache_tokens = prompt[: done + len(chunk)]
-            done += len(chunk)
+            on_progress(start, total)
+
+        def on_chunk(n):
+            self.cache_tokens = prompt[: start + n]
             if on_progress:
-                on_progress(done, total)
-            mx.clear_cache()
+                on_progress(start + n, total)
+
+        try:
+            done = prefill.feed(self.loaded.model, self.cache, prompt[start:-1], self.prefill_chunk, should_stop,
+                                on_chunk)
+        except RuntimeError as e:
+            self.reset()
+            raise FolioError(f"Prefill failed: {e}. Try a shorter context or the int4 KV mode.") from None
+        if start + done < total - 1:
+            raise Cancelled()
 
     def _processors(self, prompt, params):
         if not params.repetition_penalty or params.repetition_penalty == 1.0:
