@@ -1,10 +1,9 @@
 """End to end on a GPU: prefill and decode tok/s of a Llama-3.1-8B-shaped model with random 4-bit weights.
 
 Folio's int4 cache (H1's QuantizedCache, decode through the fused kernel) against mlx-lm's fp16
-cache (which is also Folio's fp16 mode: Folio decodes with mlx-lm's generate_step). Chunked
-prefill, then generate_step for the decode; the prefill loop is the app's (app.engine.prefill) for
-folio-* modes and mlx-lm's (each chunk evaluated before the next is built) for mlx-lm-fp16 and
--serial modes, so folio-fp16 against mlx-lm-fp16 shows what the loop alone changes. A prefill that runs past
+cache (which is also Folio's fp16 mode: Folio decodes with mlx-lm's generate_step). Both use the
+same loop: the app's chunked prefill (app.engine.prefill.feed), then generate_step for the decode.
+A prefill that runs past
 --budget-s is stopped and reported as such rather than waited for. Decode-only rows
 (--fill-contexts) also give a step's graph-building and evaluation time, one step at a time.
 
@@ -46,29 +45,14 @@ def build():
     return LoadedModel(model, None, Path("."), "llama-3.1-8b-shaped-random-4bit", LLAMA_31_8B, shape, 0, 0.0)
 
 
-def run_one(loaded, caches, context, decode, chunk, budget_s, folio_loop=True) -> dict:
-    """Prefill `context` random tokens, then decode. Folio's rows feed the prompt as the app does
-    (app.engine.prefill: the next chunk's graph built while the GPU runs the current one); mlx-lm's
-    rows as mlx-lm's generate_step does (build a chunk, evaluate it, then build the next)."""
+def run_one(loaded, caches, context, decode, chunk, budget_s) -> dict:
+    """Prefill `context` random tokens through the app's loop (app.engine.prefill.feed, which
+    evaluates each chunk before building the next, as mlx-lm's generate_step does), then decode."""
     model = loaded.model
     tokens = mx.random.randint(0, LLAMA_31_8B["vocab_size"], (context,))
     mx.reset_peak_memory()
     t0 = time.perf_counter()
-    done, build_s = 0, 0.0
-    over_budget = lambda: time.perf_counter() - t0 > budget_s  # noqa: E731
-    if folio_loop:
-        done = prefill.feed(model, caches, tokens[:-1].tolist(), chunk, over_budget)
-    else:
-        for i in range(0, context - 1, chunk):
-            piece = tokens[i : min(i + chunk, context - 1)]
-            tb = time.perf_counter()
-            model(piece[None], cache=caches)
-            build_s += time.perf_counter() - tb   # host only: the GPU waits for it in this loop
-            mx.eval([c.state for c in caches])
-            done += piece.size
-            mx.clear_cache()
-            if over_budget():
-                break
+    done = prefill.feed(model, caches, tokens[:-1].tolist(), chunk, lambda: time.perf_counter() - t0 > budget_s)
     if done < context - 1:
         return {"prefill_tps": done / (time.perf_counter() - t0), "prefilled": done, "stopped": True}
     prefill_s = time.perf_counter() - t0
@@ -79,7 +63,7 @@ def run_one(loaded, caches, context, decode, chunk, budget_s, folio_loop=True) -
             t_first = time.perf_counter()
     decode_s = time.perf_counter() - t_first
     kv = sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
-    return {"prefill_tps": (context - 1) / prefill_s, **({} if folio_loop else {"prefill_build_s": build_s}), "decode_tps": (n - 1) / decode_s, "kv_gb": kv / 1e9,
+    return {"prefill_tps": (context - 1) / prefill_s, "decode_tps": (n - 1) / decode_s, "kv_gb": kv / 1e9,
             "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False}
 
 
@@ -128,25 +112,22 @@ def step_split(model, caches, steps: int = 16) -> dict:
 
 
 def caches_for(loaded, mode: str, default_blocks: int):
-    """mlx-lm's fp16 cache (mlx-lm-fp16, or folio-fp16: the same cache, which is Folio's fp16 mode,
-    fed by Folio's prefill loop), or Folio's int4 cache, with any of these suffixes: @N the kernel
-    planned for N blocks; -notail every decode token quantized at once, no exact tail; -nospan the
-    prefill's past dequantized and concatenated by MLX ops instead of the span kernel; -modelspace
-    the span kernel brings the past back to the model's space; -serial fed by mlx-lm's loop."""
+    """mlx-lm's fp16 cache (mlx-lm-fp16, which is also Folio's fp16 mode), or Folio's int4 cache,
+    with any of these suffixes: @N the kernel planned for N blocks; -notail every decode token
+    quantized at once, no exact tail; -nospan the prefill's past dequantized and concatenated by
+    MLX ops instead of the span kernel; -rotated the prefill's past left in the cache's space, q
+    and the output rotated around SDPA (attention.PREFILL_MODEL_SPACE off)."""
     from app.engine import attention, kernels, prefill_span
 
-    if mode.endswith("-fp16"):
+    if mode == "mlx-lm-fp16":
         return make_prompt_cache(loaded.model)
     mode, _, blocks = mode.partition("@")
     kernels.set_plan(target_blocks=int(blocks) if blocks else default_blocks)
     kvcache.TAIL = 0 if "-notail" in mode else DEFAULT_TAIL
     prefill_span.ENABLED = "-nospan" not in mode
-    attention.PREFILL_MODEL_SPACE = "-modelspace" in mode
+    attention.PREFILL_MODEL_SPACE = "-rotated" not in mode
     return kvcache.make_cache(loaded, "int4")
 
-
-def folio_loop(mode: str) -> bool:
-    return mode.startswith("folio-") and "-serial" not in mode
 
 
 def main():
@@ -172,20 +153,18 @@ def main():
     modes = args.modes.split(",")
     if args.warmup:
         for mode in modes:
-            run_one(loaded, caches_for(loaded, mode, default_blocks), args.warmup, 4, args.chunk, args.budget_s,
-                    folio_loop(mode))
+            run_one(loaded, caches_for(loaded, mode, default_blocks), args.warmup, 4, args.chunk, args.budget_s)
             mx.clear_cache()
-    runs = [(int(c), lambda caches, c, mode: run_one(loaded, caches, c, args.decode, args.chunk, args.budget_s,
-                                                     folio_loop(mode)))
+    runs = [(int(c), lambda caches, c: run_one(loaded, caches, c, args.decode, args.chunk, args.budget_s))
             for c in args.contexts.split(",") if c]
-    runs += [(int(c), lambda caches, c, mode: run_decode_only(loaded, caches, c, args.decode))
+    runs += [(int(c), lambda caches, c: run_decode_only(loaded, caches, c, args.decode))
              for c in args.fill_contexts.split(",") if c]
     rows = []
     for context, run in runs:
         for mode in modes:
             caches = caches_for(loaded, mode, default_blocks)
-            row = {"context": context, "mode": mode, **run(caches, context, mode)}
-            if not mode.endswith("-fp16"):
+            row = {"context": context, "mode": mode, **run(caches, context)}
+            if mode != "mlx-lm-fp16":
                 row["attention_path"] = attention.path()
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -195,10 +174,10 @@ def main():
         Path(args.json).write_text(json.dumps({"model": loaded.model_id, "device": mx.device_info().get("device_name"),
                                                "rows": rows}, indent=2))
         print(json.dumps(rows))
-    print("context  mode                   prefill tok/s  (host build s)  decode tok/s  KV GB  step build / eval ms")
+    print("context  mode                   prefill tok/s  decode tok/s  KV GB  step build / eval ms")
     for r in rows:
         split = f"  {r['build_ms']:.2f} / {r['eval_ms']:.2f}" if "build_ms" in r else ""
-        print(f"{r['context']:7d}  {r['mode']:21s}  {r['prefill_tps']:13.0f}  {r.get('prefill_build_s', float('nan')):14.2f}  {r.get('decode_tps', float('nan')):12.1f}"
+        print(f"{r['context']:7d}  {r['mode']:21s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
               f"  {r.get('kv_gb', float('nan')):5.2f}{split}{'  (prefill stopped)' if r['stopped'] else ''}")
 
 

@@ -47,9 +47,9 @@ def main():
     rows = []
     for ctx in (int(c) for c in args.contexts.split(",")):
         past = ctx - L
-        for mode in ("fp16", "int4", "int4-modelspace", "int4-nospan"):
+        for mode in ("fp16", "int4", "int4-rotated", "int4-nospan"):
             prefill_span.ENABLED = mode != "int4-nospan"
-            attention.PREFILL_MODEL_SPACE = mode == "int4-modelspace"
+            attention.PREFILL_MODEL_SPACE = mode == "int4"
             c = kvcache.make_cache(loaded, mode.split("-")[0])[0]
             e2e_device.fill([c], past)
 
@@ -60,8 +60,8 @@ def main():
                 return attn(x, mask="causal", cache=c), c.state
 
             rows.append((ctx, mode, "layer attention (projections, rope, update, attention)", timed(layer)))
-            attention.PREFILL_MODEL_SPACE = False
-            if mode in ("fp16", "int4-modelspace"):
+            attention.PREFILL_MODEL_SPACE = False   # the parts name their path themselves
+            if mode in ("fp16", "int4-rotated"):
                 continue
             # Folio's parts, on the view a chunk's update returns.
             c.offset = past
@@ -83,8 +83,8 @@ def main():
 
             parts = {
                 "update (rotate, center, quantize, write)": encode,
-                "attend (all of Folio's attention)": lambda: attention.attend(q, view, D**-0.5),
-                "attend in the model's space (PREFILL_MODEL_SPACE)": lambda: attention._prefill_model_space(
+                "attend, rotated (q and the output transformed around SDPA)": lambda: attention.attend(q, view, D**-0.5),
+                "attend in the model's space (the shipped path)": lambda: attention._prefill_model_space(
                     q, view, scale=D**-0.5, length=view.length, window=view.window, **kw),
                 "past + chunk for SDPA (gather)": lambda: prefill_span.gather(
                     view.k, view.v, lo=0, stop=past, fresh=view.fresh, dtype=mx.float16, **kw),

@@ -1,5 +1,5 @@
-"""app.engine.prefill.feed: the pipelined chunk loop leaves the cache exactly as the plain loop
-does, reports each chunk after it finished, and stops between chunks without losing one."""
+"""app.engine.prefill.feed: the chunk loop leaves the cache exactly as chunk-by-chunk model calls
+do, reports each chunk after it finished, and stops between chunks without losing one."""
 
 import mlx.core as mx
 import pytest
@@ -34,10 +34,10 @@ def test_feed_matches_the_plain_loop(loaded, mode, n, chunk):
     assert mx.array_equal(a, b).item()
 
 
-def test_stop_lets_the_running_chunk_finish_and_counts_it(loaded):
+def test_stop_between_chunks_keeps_and_counts_the_finished_ones(loaded):
     cache = kvcache.make_cache(loaded, "int4")
     seen = []
-    # Asked before each chunk is built: the third ask says stop while chunk 2 is still in flight.
+    # Asked before each chunk: the third ask says stop.
     asks = iter([False, False, True])
     done = prefill.feed(loaded.model, cache, list(range(100)), 16, lambda: next(asks), seen.append)
     assert done == 32 and seen == [16, 32]

@@ -42,10 +42,10 @@ UNPACK_ROWS = 32
 # Evaluate the softmax state after each prefill block (False: MLX schedules all blocks at once).
 EVAL_BLOCKS = True
 # A GPU prefill chunk brings the past back to the model's space in the span kernel instead of
-# rotating q and the output around SDPA (_prefill_model_space). Off until measured on a GPU: it
-# passes the emulated kernels' tests against the reference path, but no device was lent after it
-# was written (2026-12-07); bench/e2e_device.py's mode folio-int4-modelspace turns it on for the A/B.
-PREFILL_MODEL_SPACE = False
+# rotating q and the output around SDPA (_prefill_model_space): three launches a layer fewer.
+# Measured on an H100 and an H200 (docs/benchmarks.md, eleventh session: as fast or faster end to
+# end in every mirrored pair); False takes the rotated path (bench/e2e_device.py's -rotated modes).
+PREFILL_MODEL_SPACE = True
 # Decode runs through mx.compile'd steps (one trace per variant): the same arithmetic in fewer
 # dispatched ops. False takes the plain-ops path (tests compare the two).
 COMPILE = True

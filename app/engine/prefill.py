@@ -1,10 +1,13 @@
-"""Feeding a prompt through the model chunk by chunk, with the next chunk's graph built while
-the GPU runs the current one.
+"""Feeding a prompt through the model chunk by chunk: the app's prefill loop (ChatSession) and the
+one the end-to-end benchmark times for Folio's rows.
 
-Building a chunk's graph is host work (every layer's ops, the cache's updates): in a loop that
-evaluates each chunk before building the next, the GPU waits for it every chunk. Here one chunk
-is in flight while the next is built; never more, so peak memory is the plain loop's (a chunk's
-buffers are allocated when it is dispatched, after the one before has finished).
+Each chunk is evaluated before the next one's graph is built. Building the next chunk while the GPU
+runs the current one (mx.async_eval, one chunk in flight) was measured and not kept (docs/
+benchmarks.md, eleventh session): on an H100 it hid the graph building, 0.5-1% of a 128K prefill,
+and raised peak memory by 1.0-1.5 GB in most runs (Llama-3.1-8B shape, 25.8 -> 26.8-27.3 GB),
+the chunk's temporaries still held when the next chunk's first buffers were taken. Folio is for
+fitting long contexts in a Mac's memory, where the building is an even smaller share of a slower
+GPU's chunk.
 """
 
 from typing import Callable
@@ -17,30 +20,18 @@ def feed(model, cache: list, tokens: list[int], chunk: int,
          on_chunk: Callable[[int], None] = lambda done: None) -> int:
     """Run `tokens` through `model` into `cache`; return how many are in the cache.
 
-    `on_chunk(done)` is called after each chunk has finished on the device. `should_stop` is asked
-    before each chunk is built: once it says yes the chunk already running finishes (its tokens
-    are in the cache and counted) and nothing more is fed. Errors from building or dispatching
-    propagate; the cache is then in an unknown state and the caller resets it.
+    `should_stop` is asked before each chunk; `on_chunk(done)` is called after each chunk has
+    finished on the device. Errors propagate; the cache is then in an unknown state and the caller
+    resets it.
     """
-    done, pending, pending_n = 0, None, 0
-
-    def finish():
-        nonlocal done, pending
-        mx.eval(pending)
-        done, pending = done + pending_n, None
-        on_chunk(done)
-        mx.clear_cache()  # the chunk's activations, so the next one reuses the memory they held
-
+    done = 0
     for i in range(0, len(tokens), chunk):
         if should_stop():
             break
         piece = tokens[i : i + chunk]
         model(mx.array(piece)[None], cache=cache)
-        state = [c.state for c in cache]
-        if pending is not None:
-            finish()
-        mx.async_eval(state)
-        pending, pending_n = state, len(piece)
-    if pending is not None:
-        finish()
+        mx.eval([c.state for c in cache])
+        done += len(piece)
+        on_chunk(done)
+        mx.clear_cache()  # the chunk's activations, so the next chunk reuses the memory they held
     return done
