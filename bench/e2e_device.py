@@ -129,7 +129,6 @@ def caches_for(loaded, mode: str, default_blocks: int):
     return kvcache.make_cache(loaded, "int4")
 
 
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", default="32768")
