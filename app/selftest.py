@@ -2,7 +2,8 @@
 
 The same checks run on every platform and inside the bundle (`Folio.app/Contents/MacOS/Folio
 --self-test`): the MLX backend (on a Mac this is where a missing mlx.metallib shows), the fused
-attention kernel against the reference on fresh random inputs where a kernel exists, a tiny
+attention kernel against the reference on fresh random inputs where a kernel exists, the GPU
+prefill (span kernel + SDPA) against the reference path where a kernel exists, a tiny
 random model's forward pass and cached decode, the data dir, the HF cache and Qt's platform plugin.
 Each check catches its own failure, so one broken piece never hides the others.
 """
@@ -224,6 +225,68 @@ def check_attention() -> str:
     return f"{note}; reference matches dequantized attention on {n} random cases (max rel. error {err:.1e})"
 
 
+# (KV mode, head_dim, window): a prefill fed in chunks of PREFILL_CHUNKS tokens
+PREFILL_CASES = [("int4", 64, None), ("auto", 128, 200), ("int4", 256, None)]
+PREFILL_CHUNKS = (300, 77)
+
+
+def model_space_prefill_cases(mode, head_dim, *, gqa=4, chunks=PREFILL_CHUNKS, window=None, dtype=None):
+    """Folio's cache in KV mode `mode` fed chunk by chunk, yielding each chunk's (length, the GPU
+    path's output, the reference path's output). The GPU path brings the past back to the model's
+    space (the span kernel with the transforms, then SDPA on the model's own queries); the reference
+    rotates q, runs the blocked attention and transforms the output. Raises CheckFailed where the
+    span kernel does not take a chunk. tests/kernel_cases.py runs the same cases on a GPU and on the
+    emulated kernels."""
+    import mlx.core as mx
+
+    from app.engine import attention, kvcache, policy
+    from app.engine.loader import ModelShape
+
+    dtype = dtype or mx.float16
+    B, n_kv, D = 1, 2, head_dim
+    shape = ModelShape(n_layers=1, n_kv_heads=n_kv, head_dim=D, windows=[window], attention_scale=None,
+                       max_context=sum(chunks))
+    spec = policy.choose(shape, mode).layers[0]
+    cache = kvcache.QuantizedCache(spec, window)
+    for L in chunks:
+        keys, values = (mx.random.normal((B, n_kv, L, D)).astype(dtype) for _ in range(2))
+        q = mx.random.normal((B, n_kv * gqa, L, D)).astype(dtype)
+        view, _ = cache.update_and_fetch(keys, values)
+        out = attention._prefill_model_space(q, view, scale=D**-0.5, length=view.length, k_bits=spec.k.bits,
+                                             v_bits=spec.v.bits, k_group=spec.k.group, v_group=spec.v.group,
+                                             window=view.window)
+        if out is None:
+            raise CheckFailed(f"the prefill span kernel did not take a chunk of {L} (KV mode {mode}, head_dim {D})")
+        attention.force_reference(True)
+        try:
+            ref = attention.attend(q, view, D**-0.5)
+        finally:
+            attention.force_reference(None)
+        yield L, out, ref
+
+
+def check_prefill() -> str:
+    import mlx.core as mx
+
+    kernels = _optional("app.engine.kernels")
+    kernel = kernels.available() if kernels else None
+    if not kernel:
+        return "no GPU kernel on this backend: prefill runs the blocked reference"
+    mx.random.seed(int(time.time()))
+    worst, n = 0.0, 0
+    for mode, D, window in PREFILL_CASES:
+        for L, out, ref in model_space_prefill_cases(mode, D, window=window):
+            err = _relative_error(out, ref)
+            if err > KERNEL_TOLERANCE:
+                raise CheckFailed(f"{kernel} prefill (span kernel + SDPA) vs the reference path: relative error "
+                                  f"{err:.2e} > {KERNEL_TOLERANCE:.0e} at KV mode {mode}, head_dim {D}, chunk of {L}, "
+                                  f"window {window}")
+            worst, n = max(worst, err), n + 1
+    mx.clear_cache()
+    return f"{kernel} prefill (span kernel in the model's space + SDPA) matches the reference path on {n} chunks " \
+           f"(max rel. error {worst:.1e})"
+
+
 # -- forward pass ------------------------------------------------------------
 def check_forward() -> str:
     import mlx.core as mx
@@ -310,6 +373,7 @@ def check_qt() -> str:
 CHECKS = [
     ("backend", check_backend),
     ("attention", check_attention),
+    ("prefill", check_prefill),
     ("forward pass", check_forward),
     ("data dir", check_data_dir),
     ("HF cache", check_hf_cache),

@@ -183,29 +183,10 @@ def check_prefill(gqa, head_dim, length, L, *, window=None, dtype=mx.float16):
 
 def check_model_space_prefill(mode, head_dim, *, gqa=4, chunks=(300, 77), window=None, dtype=mx.float16):
     """Folio's cache in KV mode `mode` fed chunk by chunk; each chunk's attention through the GPU
-    path that brings the past back to the model's space (span kernel with the transforms, SDPA on
-    the model's own queries) against the reference path (rotated queries, blocked attention, output
-    transformed)."""
-    from app.engine import attention, kvcache, policy
-    from app.engine.loader import ModelShape
+    path that brings the past back to the model's space against the reference path (the cases are
+    the self-test's: app.selftest.model_space_prefill_cases)."""
+    from app.selftest import model_space_prefill_cases
 
-    B, n_kv, D = 1, 2, head_dim
-    shape = ModelShape(n_layers=1, n_kv_heads=n_kv, head_dim=D, windows=[window], attention_scale=None,
-                       max_context=sum(chunks))
-    spec = policy.choose(shape, mode).layers[0]
-    cache = kvcache.QuantizedCache(spec, window)
-    for L in chunks:
-        keys, values = (mx.random.normal((B, n_kv, L, D)).astype(dtype) for _ in range(2))
-        q = mx.random.normal((B, n_kv * gqa, L, D)).astype(dtype)
-        view, _ = cache.update_and_fetch(keys, values)
-        out = attention._prefill_model_space(q, view, scale=D**-0.5, length=view.length, k_bits=spec.k.bits,
-                                             v_bits=spec.v.bits, k_group=spec.k.group, v_group=spec.v.group,
-                                             window=view.window)
-        assert out is not None, "the span kernel did not take the chunk"
-        attention.force_reference(True)
-        try:
-            ref = attention.attend(q, view, D**-0.5).astype(mx.float32)
-        finally:
-            attention.force_reference(None)
-        err = rel_err(out, ref)
+    for L, out, ref in model_space_prefill_cases(mode, head_dim, gqa=gqa, chunks=chunks, window=window, dtype=dtype):
+        err = rel_err(out, ref.astype(mx.float32))
         assert err < TOL, f"relative error {err:.2e} against the reference path (chunk of {L})"

@@ -94,3 +94,12 @@ def test_prefill_in_the_model_space_matches_the_reference_path(head_dim, mode, w
     attention.path.cache_clear()  # decided before the emulator stood in for a GPU
     check_model_space_prefill(mode, head_dim, chunks=(300, 77, 150), window=window)
     attention.path.cache_clear()
+
+
+def test_self_test_prefill_check_passes_on_the_emulated_kernels():
+    from app import selftest
+    from app.engine import attention
+
+    attention.path.cache_clear()
+    assert "matches the reference path" in selftest.check_prefill()
+    attention.path.cache_clear()

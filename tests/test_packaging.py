@@ -265,8 +265,8 @@ def test_self_test_passes_on_this_machine():
     result = _self_test()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.startswith("Folio ") and "All 6 checks passed." in out
-    for name in ("backend", "attention", "forward pass", "data dir", "HF cache", "Qt"):
+    assert out.startswith("Folio ") and "All 7 checks passed." in out
+    for name in ("backend", "attention", "prefill", "forward pass", "data dir", "HF cache", "Qt"):
         assert f"ok    {name}" in out
     assert "Traceback" not in out + result.stderr
 
@@ -276,7 +276,7 @@ def test_self_test_fails_readably_when_data_dir_is_unusable(tmp_path):
     blocker.write_text("a file where FOLIO_HOME should be a folder")
     result = _self_test({"FOLIO_HOME": str(blocker)})
     assert result.returncode == 1
-    assert "FAIL  data dir" in result.stdout and "1 of 6 checks failed: data dir." in result.stdout
+    assert "FAIL  data dir" in result.stdout and "1 of 7 checks failed: data dir." in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -328,6 +328,42 @@ def test_kernel_check_catches_a_wrong_kernel(monkeypatch):
     _fake_kernels(monkeypatch, off_by_a_bit)
     [result] = selftest.run_checks([("attention", selftest.check_attention)])
     assert not result.ok and "relative error" in result.detail
+
+
+def _model_space_stand_in(monkeypatch, scale=1.0, takes=True):
+    """The GPU prefill path replaced by the reference path (times `scale`), or by one that declines."""
+    from app.engine import attention
+
+    def stand_in(q, view, **kw):
+        if not takes:
+            return None
+        attention.force_reference(True)
+        try:
+            return attention.attend(q, view, kw["scale"]) * scale
+        finally:
+            attention.force_reference(None)
+
+    _fake_kernels(monkeypatch, selftest.undo_transforms(selftest.dequantized_attention))
+    monkeypatch.setattr(attention, "_prefill_model_space", stand_in)
+
+
+def test_prefill_check_without_a_kernel_says_so(monkeypatch):
+    monkeypatch.setattr("app.engine.kernels.available", lambda: None)
+    assert selftest.check_prefill().startswith("no GPU kernel on this backend")
+
+
+def test_prefill_check_passes_a_correct_path(monkeypatch):
+    _model_space_stand_in(monkeypatch)
+    n = len(selftest.PREFILL_CASES) * len(selftest.PREFILL_CHUNKS)
+    assert selftest.check_prefill().startswith(f"metal prefill (span kernel in the model's space + SDPA) matches the "
+                                               f"reference path on {n} chunks")
+
+
+@pytest.mark.parametrize("scale,takes,message", [(1.05, True, "relative error"), (1.0, False, "did not take")])
+def test_prefill_check_catches_a_wrong_or_missing_path(monkeypatch, scale, takes, message):
+    _model_space_stand_in(monkeypatch, scale, takes)
+    [result] = selftest.run_checks([("prefill", selftest.check_prefill)])
+    assert not result.ok and message in result.detail
 
 
 def test_kernel_check_catches_reads_past_length(monkeypatch):
