@@ -93,6 +93,8 @@ def main():
                 "rotate q": lambda: rotation.rotate(q),
                 "output: add V's mean, rotate back": lambda: attention.uncenter_unrotate(out, view.v_mean, True),
             }
+            if mode == "int4-nospan":   # no span kernel, no model-space path: it would time a refusal
+                del parts["attend in the model's space (the shipped path)"]
             for name, fn in parts.items():
                 rows.append((ctx, mode, name, timed(fn)))
             del c, view, keys, values, out

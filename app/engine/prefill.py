@@ -1,5 +1,5 @@
-"""Feeding a prompt through the model chunk by chunk: the app's prefill loop (ChatSession) and the
-one the end-to-end benchmark times for Folio's rows.
+"""Feeding a prompt through the model chunk by chunk: the app's prefill loop (ChatSession), which
+the end-to-end benchmark (bench/e2e_device.py) also times for every row.
 
 Each chunk is evaluated before the next one's graph is built. Building the next chunk while the GPU
 runs the current one (mx.async_eval, one chunk in flight) was measured and not kept (docs/
