@@ -6,7 +6,7 @@
 # E2E=0 skip or add them (NCU_OPTS: more ncu options, e.g. "--clock-control none"; PROBE_CTX, PROBE_PLANS, PROBE_BLOCKS, PROBE_ALT: bench/kernel_probe.py); E2E_PREFILL /
 # E2E_FILL / E2E_MODES pick the end-to-end contexts and caches. The defaults
 # are issue 4's evidence in one call: kernel and prefill-path tests, the attention table, a call's
-# host time by part, the launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
+# host time by part (HOST_CTX: contexts), the launch-plan sweep, and prefill + decode at 32K and 128K (each mode warmed up first), the int4
 # cache with and without its exact tail.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,8 +24,8 @@ SECONDS=0
   --head-dim 128 --json > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 if [ "${HOST:-1}" = 1 ]; then
   SECONDS=0
-  timeout 60 python3 bench/host_probe.py 4096 > "$OUT/host.txt" 2>&1; echo "host probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
-  head -3 "$OUT/host.txt"
+  for c in ${HOST_CTX:-4096}; do timeout 90 python3 bench/host_probe.py $c > "$OUT/host_$c.txt" 2>&1; done; echo "host probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+  for c in ${HOST_CTX:-4096}; do head -3 "$OUT/host_$c.txt"; tail -4 "$OUT/host_$c.txt"; done
 fi
 if [ "${PROBE:-1}" = 1 ]; then
   SECONDS=0

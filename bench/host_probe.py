@@ -5,14 +5,18 @@ call, and what a custom-kernel call costs per input, per template argument and p
 
 Each figure is the time to build N calls' graphs (no evaluation), per call; then the host's cost
 of evaluating N built calls, per call; the kernel call under mx.compile (an experiment); last,
-the README timing of the whole call (10 back to back, evaluated) for comparison.
+the README timing of the whole call (10 back to back, evaluated) for comparison, and of the same
+call with a kernel that returns at once, against fp16 SDPA's and the int4 byte floor: how much GPU
+time a ratio to SDPA leaves the kernel once the call's fixed costs are paid.
 """
+import os
 import sys
+import tempfile
 import time
 
 import mlx.core as mx
 
-from app.bench.attention_device import time_ms
+from app.bench.attention_device import cache_bytes, copy_bandwidth, time_ms
 from app.engine import kernels
 
 N = int(__import__("os").environ.get("HOST_N", "400"))
@@ -143,3 +147,37 @@ except Exception as e:  # an experiment: report, do not stop the probe
 print(f"README timing of the whole call at {ctx}: {time_ms(folio) * 1e3:.1f} us/call")
 t1 = tiny(1, 0)
 print(f"README timing of the tiny kernel: {time_ms(t1) * 1e3:.1f} us/call")
+
+
+def returning_at_once(folder: str) -> str:
+    """The shipped shaders in `folder`, the decode kernel returning once it has read its
+    parameters: the same source text (so MLX passes the same arguments), grid, registers and
+    shared memory, and no work. A run-time test the compiler cannot fold keeps the rest compiled."""
+    shaders = os.path.join(os.path.dirname(kernels.__file__), "shaders")
+    for name in os.listdir(shaders):
+        text = open(os.path.join(shaders, name)).read()
+        if name == "decode_partial.body":
+            anchor = "n_splits = PARAM(6);\n"
+            assert anchor in text, "decode_partial.body no longer reads n_splits where this probe expects"
+            text = text.replace(anchor, anchor + "if (n_splits > 0) return;\n", 1)
+        open(os.path.join(folder, name), "w").write(text)
+    return folder
+
+
+# What no kernel speed-up can remove from the README timing of this call: the same call with a
+# kernel that does nothing. Against fp16 SDPA's README timing over the same context it gives the
+# GPU time a target ratio leaves the kernel, to compare with the int4 byte floor.
+fp16 = mx.random.normal((1, HKV, ctx, D)).astype(mx.float16)
+mx.eval(fp16)
+sdpa_us = time_ms(lambda: mx.fast.scaled_dot_product_attention(q, fp16, fp16, scale=D**-0.5)) * 1e3
+full_us = time_ms(folio) * 1e3
+kernels.set_shaders(returning_at_once(tempfile.mkdtemp(prefix="folio_empty_")))
+empty_us = time_ms(folio) * 1e3
+kernels.set_shaders(None)
+floor_us = cache_bytes(HKV, ctx, D) / copy_bandwidth() * 1e6
+print(f"README timing at {ctx}: fp16 SDPA {sdpa_us:.1f} us, Folio {full_us:.1f}, Folio's call with the kernel "
+      f"returning at once {empty_us:.1f}, int4 byte floor {floor_us:.1f}")
+for ratio in (2.8, 1.0):
+    room = sdpa_us / ratio - empty_us
+    print(f"  {ratio}x fp16 SDPA needs the call at {sdpa_us / ratio:.1f} us: {room:.1f} us of GPU work beyond the "
+          f"empty call, {room / floor_us:.2f}x the byte floor")
