@@ -234,3 +234,18 @@ def test_prefill_span_launch(launches, backend, monkeypatch, lo, stop, L):
     ref = prefill_span.gather(k, v, lo=lo, stop=stop, fresh=fresh, dtype=mx.float32, k_bits=8, v_bits=4,
                               k_group=128, v_group=64)
     assert not launches and ref[0].shape == keys.shape
+
+
+def test_a_repeated_call_reuses_its_plan_and_a_new_length_gets_its_own(launches):
+    # Every layer of a decode step makes the same call: its plan (checks, splits, params) is worked
+    # out once. A call with another length must not get the cached plan of the one before.
+    q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
+    k = _cache(1, 2, 5000, 64)
+    kernels._call_plan.cache_clear()
+    for length in (4000, 4000, 4001, 4000):
+        kernels.decode_attention(q, k, k, scale=0.1, length=length, k_bits=4, v_bits=4, k_group=64, v_group=64)
+    info = kernels._call_plan.cache_info()
+    assert (info.hits, info.misses) == (2, 2)
+    seen = [kernels.param_values(kw["inputs"][kernels.INPUTS.index("params")])[1] for name, _, kw in launches
+            if name == "decode_partial"]
+    assert seen == [4000, 4000, 4001, 4000]   # each call's own length reached its launch

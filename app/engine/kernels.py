@@ -224,7 +224,7 @@ def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_bl
     WARPS = WARPS if warps is None else warps
     TARGET_BLOCKS = TARGET_BLOCKS if target_blocks is None else target_blocks
     MIN_TOKENS_PER_BLOCK = MIN_TOKENS_PER_BLOCK if min_tokens is None else min_tokens
-    for cached in (_variant, _build, _launcher, _scratch_plan):
+    for cached in (_variant, _build, _launcher, _scratch_plan, _call_plan):
         cached.cache_clear()
 
 
@@ -375,37 +375,54 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     backend = available()
     if backend is None:
         raise KernelUnsupported("No Metal or CUDA device: the fused attention kernel cannot run here.")
-    B, H, L, D = q.shape
-    n_kv, t_alloc = k[0].shape[1], k[0].shape[2]
     n_tail = tail[2] if tail is not None else 0
     tk, tv = tail[:2] if n_tail else (_unused(), _unused())
     centered = v_mean is not None
+    launch, params, buffers = _call_plan(
+        backend, q.shape, q.dtype, k[0].shape, (k[1].dtype, v[1].dtype), k_bits, v_bits, k_group, v_group,
+        int(length), window and int(window), bool(rotate_q), centered, bool(rotate_out),
+        (tk.shape, tv.shape, tk.dtype) if n_tail else None, n_tail, k_mean is not None,
+        tuple(skip) if skip else None, float(scale), bool(poison))
+    inputs = [q, *k, *v, params, tk, tv,
+              k_mean if n_tail and k_mean is not None else _unused(), v_mean.astype(mx.float32) if centered else _unused()]
+    if buffers:
+        inputs += _one_pass_buffers(*buffers)
+    return _launcher(*launch)(*inputs)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_plan(backend, q_shape, dtype, k_shape, scale_dtypes, k_bits, v_bits, k_group, v_group, length, window,
+               rotate_q, centered, rotate_out, tail, n_tail, tail_k_centered, skip, scale, poison) -> tuple:
+    """What decode_attention hands MLX besides the arrays, from the call's shapes and values:
+    (the _launcher key, the params view, the one-pass buffers' sizes or None). Checked and worked
+    out once per distinct call: every layer of a decode step makes the same one, and the
+    split plan, the params and the checks were half of a call's Python (bench/host_probe.py)."""
+    B, H, L, D = q_shape
+    n_kv, t_alloc = k_shape[1], k_shape[2]
+    tail_dtype = tail[2] if tail else None
     nw, nt, partial_template, combine_template = _variant(
-        backend, q.dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, (k[1].dtype, v[1].dtype), bool(rotate_q),
-        centered, bool(rotate_out), tk.dtype if n_tail else None, k_mean is not None)
-    length = int(length)
+        backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, scale_dtypes, rotate_q, centered,
+        rotate_out, tail_dtype, tail_k_centered)
     if not 0 < length <= t_alloc:
         raise KernelUnsupported(f"length {length} is outside the cache's {t_alloc} slots.")
-    if n_tail and (tk.shape[:2] != (B, n_kv) or tk.shape[3] != D or tv.shape != tk.shape or n_tail > tk.shape[2]):
-        raise KernelUnsupported(f"tail of shape {tk.shape} does not match the cache.")
+    if n_tail:
+        tk_shape, tv_shape, _ = tail
+        if tk_shape[:2] != (B, n_kv) or tk_shape[3] != D or tv_shape != tk_shape or n_tail > tk_shape[2]:
+            raise KernelUnsupported(f"tail of shape {tk_shape} does not match the cache.")
     G = H // n_kv
     if n_tail * G > MAX_GQA * D:
         raise KernelUnsupported(f"a tail of {n_tail} tokens is longer than the kernel's buffer ({MAX_GQA * D // G}).")
-    start = max(0, length - int(window)) if window else 0
+    start = max(0, length - window) if window else 0
     splits, chunk = split_plan(length - start, B * n_kv, nw, nt, extra=bool(n_tail))
     splits += bool(n_tail)  # the tail's own block: split 0
     skip_from, skip_n = skip if skip else (0, 0)
     one_pass = ONE_PASS[backend]
     cap, ml_at, n_scratch = _scratch_plan(B, H, n_kv, D) if one_pass else (splits, 0, 0)
     assert splits <= cap, (splits, cap)
-    params = _params(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tk.shape[2] if n_tail else 0,
-                     skip_from, skip_n, ml_at, f32_bits(float(scale)))
-    v_mean32 = v_mean.astype(mx.float32) if centered else _unused()
-    inputs = [q, *k, *v, params, tk, tv,
-              k_mean if n_tail and k_mean is not None else _unused(), v_mean32]
-    if one_pass:
-        inputs += _one_pass_buffers(B * n_kv, n_scratch)
-    return _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, bool(poison))(*inputs)
+    params = _params(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tail[0][2] if n_tail else 0,
+                     skip_from, skip_n, ml_at, f32_bits(scale))
+    launch = (backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, poison)
+    return launch, params, ((B * n_kv, n_scratch) if one_pass else None)
 
 
 @functools.lru_cache(maxsize=256)
