@@ -56,6 +56,9 @@ def run_one(loaded, caches, context, decode, chunk, budget_s) -> dict:
     if done < context - 1:
         return {"prefill_tps": done / (time.perf_counter() - t0), "prefilled": done, "stopped": True}
     prefill_s = time.perf_counter() - t0
+    # Peak memory by phase: the prefill's (its chunks' transient copies) apart from the decode's.
+    prefill_peak = mx.get_peak_memory()
+    mx.reset_peak_memory()
     t_first, n = None, 0
     for _tok, _ in generate_step(tokens[-1:], model, prompt_cache=caches, max_tokens=decode + 1):
         n += 1
@@ -63,8 +66,10 @@ def run_one(loaded, caches, context, decode, chunk, budget_s) -> dict:
             t_first = time.perf_counter()
     decode_s = time.perf_counter() - t_first
     kv = sum(c.nbytes for c in caches if hasattr(c, "nbytes"))
+    decode_peak = mx.get_peak_memory()
     return {"prefill_tps": (context - 1) / prefill_s, "decode_tps": (n - 1) / decode_s, "kv_gb": kv / 1e9,
-            "peak_gb": mx.get_peak_memory() / 1e9, "stopped": False}
+            "peak_gb": max(prefill_peak, decode_peak) / 1e9, "prefill_peak_gb": prefill_peak / 1e9,
+            "decode_peak_gb": decode_peak / 1e9, "stopped": False}
 
 
 def fill(caches, context):
@@ -173,11 +178,14 @@ def main():
         Path(args.json).write_text(json.dumps({"model": loaded.model_id, "device": mx.device_info().get("device_name"),
                                                "rows": rows}, indent=2))
         print(json.dumps(rows))
-    print("context  mode                   prefill tok/s  decode tok/s  KV GB  step build / eval ms")
+    print("context  mode                   prefill tok/s  decode tok/s  KV GB  peak GB prefill / decode"
+          "  step build / eval ms")
+    nan = float("nan")
     for r in rows:
         split = f"  {r['build_ms']:.2f} / {r['eval_ms']:.2f}" if "build_ms" in r else ""
-        print(f"{r['context']:7d}  {r['mode']:21s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', float('nan')):12.1f}"
-              f"  {r.get('kv_gb', float('nan')):5.2f}{split}{'  (prefill stopped)' if r['stopped'] else ''}")
+        peaks = f"  {r.get('prefill_peak_gb', nan):7.2f} / {r.get('decode_peak_gb', r.get('peak_gb', nan)):6.2f}"
+        print(f"{r['context']:7d}  {r['mode']:21s}  {r['prefill_tps']:13.0f}  {r.get('decode_tps', nan):12.1f}"
+              f"  {r.get('kv_gb', nan):5.2f}{peaks}{split}{'  (prefill stopped)' if r['stopped'] else ''}")
 
 
 if __name__ == "__main__":
