@@ -19,7 +19,7 @@ import mlx.core as mx
 from app.bench.attention_device import cache_bytes, copy_bandwidth, time_ms
 from app.engine import kernels
 
-N = int(__import__("os").environ.get("HOST_N", "400"))
+N = int(os.environ.get("HOST_N", "400"))
 ctx, H, HKV, D = int(sys.argv[1]) if len(sys.argv) > 1 else 4096, 64, 8, 128
 q = mx.random.normal((1, H, 1, D)).astype(mx.float16)
 kq = mx.quantize(mx.random.normal((1, HKV, ctx, D)).astype(mx.float16), 64, 4)
