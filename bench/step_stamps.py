@@ -27,9 +27,7 @@ driver's migrations (ninth session: 120-210 us in some calls after the first): c
 calls with each other, not with the plain timing after them.
 """
 import functools
-import os
 import sys
-import tempfile
 
 import mlx.core as mx
 import numpy as np
@@ -122,11 +120,7 @@ def main():
     if kernels.available() != "cuda":
         sys.exit("step_stamps: needs MLX's CUDA backend (clock64 stamps)")
     contexts = [int(c) for c in (sys.argv[1] if len(sys.argv) > 1 else "131072,32768").split(",")]
-    folder = tempfile.mkdtemp(prefix="folio_stamps_")
-    shaders = os.path.join(os.path.dirname(kernels.__file__), "shaders")
-    for name in os.listdir(shaders):
-        text = open(os.path.join(shaders, name)).read()
-        open(os.path.join(folder, name), "w").write(stamped_body(text) if name == "decode_partial.body" else text)
+    folder = kernels.edited_shaders("decode_partial.body", stamped_body, prefix="folio_stamps_")
     nw = kernels.WARPS
 
     # Room for the stamps after the partials: per (B * n_kv) row and split, NW warps x FIELDS floats

@@ -162,3 +162,15 @@ def test_no_gpu_is_a_clear_fallback_signal():
     kq = kernels.mx.quantize(kernels.mx.zeros((1, 1, 8, 64), dtype=kernels.mx.float16), 64, 4)
     with pytest.raises(kernels.KernelUnsupported, match="No Metal or CUDA device"):
         kernels.decode_attention(q, kq, kq, scale=1.0, length=8, k_bits=4, v_bits=4, k_group=64, v_group=64)
+
+
+def test_edited_shaders_copy_the_shipped_set_with_one_file_changed():
+    # Benches A/B an edited kernel through set_shaders; every other file must be the shipped one.
+    from pathlib import Path
+
+    shipped = Path(kernels.__file__).parent / "shaders"
+    folder = Path(kernels.edited_shaders("decode_partial.body", lambda t: t + "// edited\n"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    for p in shipped.iterdir():
+        want = p.read_text() + ("// edited\n" if p.name == "decode_partial.body" else "")
+        assert (folder / p.name).read_text() == want

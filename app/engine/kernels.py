@@ -81,13 +81,27 @@ def shader(name: str) -> str:
 
 def set_shaders(folder: str | None = None):
     """Reads the shader files from `folder` (same names) instead of the package, for a bench's A/B
-    of edited kernels (bench/kernel_probe.py's PROBE_ALT, bench/step_stamps.py's stamped copy);
-    None goes back to the shipped ones. Kernel names hash their source, so the two sets never share
+    of edited kernels (bench/kernel_probe.py's PROBE_ALT; bench/step_stamps.py's stamped kernel and
+    bench/host_probe.py's kernel that does nothing, both made by edited_shaders); None goes back
+    to the shipped ones. Kernel names hash their source, so the two sets never share
     a compiled build; the per-variant caches are dropped."""
     global _shader_dir
     _shader_dir = folder
     shader.cache_clear()
     set_plan()
+
+
+def edited_shaders(name: str, edit, prefix: str = "folio_shaders_") -> str:
+    """A new temporary folder holding the shipped shader files with `name`'s text passed through
+    `edit`, for set_shaders (bench/step_stamps.py's stamped kernel, bench/host_probe.py's kernel
+    that does nothing)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    for f in resources.files("app.engine").joinpath("shaders").iterdir():
+        text = f.read_text()
+        (folder / f.name).write_text(edit(text) if f.name == name else text)
+    return str(folder)
 
 
 def _compact(text: str) -> str:
