@@ -42,7 +42,7 @@ def folio():
 rows = [("decode_attention (whole call, compiled)", build_us(folio))]
 # The rest with the kernel calls made directly (kernels.COMPILED off), as before 2026-11-29.
 kernels.COMPILED = False
-kernels._launcher.cache_clear()
+kernels.forget()
 rows.append(("decode_attention (whole call, direct)", build_us(folio)))
 
 # The same call with MLX's kernel calls recorded instead of made: Python alone.
@@ -61,10 +61,10 @@ def recorder(kernel, backend, input_names, output_names, template):
 
 
 kernels._build = recorder
-kernels._launcher.cache_clear()
+kernels.forget()
 rows.append(("  Python only (kernel calls recorded)", build_us(folio)))
 kernels._build = real_build
-kernels._launcher.cache_clear()
+kernels.forget()
 per_call = 1 if kernels.ONE_PASS[kernels.available()] else 2   # one-pass: the partial kernel is the call
 (pfn, pkw) = recorded[-per_call]
 rows.append(("  partial kernel call alone", build_us(lambda: pfn(**pkw))))
@@ -117,7 +117,7 @@ def eval_us(fn) -> float:
 
 
 kernels.COMPILED = True
-kernels._launcher.cache_clear()
+kernels.forget()
 for label, f in (("decode_attention (whole call, compiled)", folio), ("tiny kernel: 1 input, 1 output", tiny(1, 0)),
                  ("tiny kernel: 14 inputs, 1 output", tiny(14, 0)), ("tiny kernel: 1 input, 3 outputs", tiny(1, 0, "", 3)),
                  ("fp16 SDPA call (1 query)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):

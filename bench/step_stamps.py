@@ -17,7 +17,7 @@ have landed (the wait); after the compute the stamp takes the running sums and a
 the step's MMAs have finished (the compute). A stamp's asm takes those values as inputs, so the
 compiler cannot read the clock before they exist; it can still move independent work across a
 stamp, so the split is approximate. Lane 0 of each warp, and thread 0 of each block, write their
-figures past the one-pass scratch's partials (the scratch is made that much longer here). The
+figures past the one-pass work buffer's partials (made that much longer here; its counters after them). The
 stamps change the schedule a little: the README times of both forms (ms) show their cost, and
 the outputs must match exactly. On the H200: benchmarks.md, eighth session I and ninth session
 A-C (where the prologue's stamps found the 7-18 us before the token loop, see call_params.inc).
@@ -66,7 +66,7 @@ def stamped_body(text: str) -> str:
     text = text.replace(MERGE, stamp.format(3) + "\n" + MERGE)
     text = text.rstrip("\n") + "\n" + stamp.format(4) + f"""
 if (tid == 0) {{
-  unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(scratch) + PARAM(11) + PARAM(11) / D * 2
+  unsigned long long* gs = reinterpret_cast<unsigned long long*>(writable(work) + PARAM(11) + PARAM(11) / D * 2
                                                                  + int(gridDim.y) * n_splits * NW * {FIELDS});
   for (int i = 0; i < {len(BLOCK_TIMES)}; ++i) gs[(bk * n_splits + split) * {SLOTS} + i] = g[i];
 }}
@@ -90,7 +90,7 @@ if (tid == 0) {{
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t_end_loop) :: "memory");
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g[2]) :: "memory");
   if (lane == 0) {
-    float* st = writable(scratch) + PARAM(11) + PARAM(11) / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * """ + str(FIELDS) + """;
+    float* st = writable(work) + PARAM(11) + PARAM(11) / D * 2 + ((bk * n_splits + split) * NW + int(warp)) * """ + str(FIELDS) + """;
     st[0] = float(st_wait); st[1] = float(st_comp); st[2] = float(st_n); st[3] = float(st_issue);
     st[4] = float(t_end_loop - t_loop);
   }
@@ -134,14 +134,14 @@ def main():
 
     kernels._scratch_plan = roomy
     taken = []
-    real_buffers = kernels._one_pass_buffers
+    real_buffers = kernels._work_buffer
 
     def recording(n_counters, n_floats):
-        bufs = real_buffers(n_counters, n_floats)
-        taken.append(bufs)
-        return bufs
+        work = real_buffers(n_counters, n_floats)
+        taken.append(work)
+        return work
 
-    kernels._one_pass_buffers = recording
+    kernels._work_buffer = recording
     evict = int(sys.argv[sys.argv.index("--evict") + 1]) if "--evict" in sys.argv else 0
     calls = int(sys.argv[sys.argv.index("--calls") + 1]) if "--calls" in sys.argv else 1
     batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 0
@@ -179,7 +179,7 @@ def main():
             out = fn()
             mx.eval(out)
             err = (mx.abs(out.astype(mx.float32) - plain.astype(mx.float32)).max()).item()
-            scratch = np.array(taken[-1][1])
+            scratch = np.array(taken[-1])
             n, issue, wait, comp, loop = warp_steps(scratch, warps_at, HKV * splits * nw)
             print(f"{ctx:7d}  {stamped_ms:10.4f}  {plain_ms:8.4f}  {n:10.1f}  {issue:22.0f}  {wait:4.0f}  {comp:7.0f}"
                   f"  | {loop:.0f} (call {call}{f', after a {evict}-token call' if evict else ''};"
@@ -204,7 +204,7 @@ def main():
             mx.eval([fn() for _ in range(batch)])
             print(f"{ctx:7d}  {batch} calls evaluated together; us after each call's first block start, median"
                   " (90%) over blocks:", flush=True)
-            for i, (_, scr) in enumerate(list(taken)):
+            for i, scr in enumerate(list(taken)):
                 rel = block_times(np.array(scr), blocks_at, HKV * splits)
                 med = dict(zip(BLOCK_TIMES, np.median(rel, axis=0)))
                 p90 = dict(zip(BLOCK_TIMES, np.percentile(rel, 90, axis=0)))

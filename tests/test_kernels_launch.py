@@ -32,9 +32,9 @@ def launches(monkeypatch, backend):
     # The recorders read the calls' arguments, so the calls are made, not traced (the compiled
     # path is checked below); the launchers cached by other tests hold other builders.
     monkeypatch.setattr(kernels, "COMPILED", False)
-    kernels._launcher.cache_clear()
+    kernels.forget()
     yield calls
-    kernels._launcher.cache_clear()
+    kernels.forget()
 
 
 def _cache(B, n_kv, t_alloc, D, bits=4, group=64):
@@ -70,8 +70,17 @@ def test_launches(launches, backend, case):
     one_pass = kernels.ONE_PASS[backend]
     assert [name for name, _, _ in launches] == ["decode_partial"] if one_pass else ["decode_partial", "decode_combine"]
     p_name, p_inputs, p = launches[0]
-    names = kernels.ONE_PASS_INPUTS if one_pass else kernels.INPUTS
+    flags = c["transforms"]
+    # Only what the variant reads: the tail with a tail, the means with the transforms.
+    names = kernels.INPUTS + (("tk", "tv") if n_tail else ()) + (("kmean",) if n_tail and flags else ()) \
+        + (("vmean",) if flags else ()) + (("work",) if one_pass else ())
     assert p_inputs == names and len(p["inputs"]) == len(names)
+    given = dict(zip(names, p["inputs"]))
+    assert given["q"] is q and all(given[n] is a for n, a in zip(("kp", "ks", "kb", "vp", "vs", "vb"), (*k, *v)))
+    if n_tail:
+        assert given["tk"] is extra["tail"][0] and given["tv"] is extra["tail"][1]
+    if flags:
+        assert given["vmean"].shape == (B, n_kv, 1, D) and given["vmean"].dtype == mx.float32
 
     nw, nt = kernels.warps_per_block(D, backend), kernels.step_tokens(D)
     start = length - window if window else 0
@@ -82,27 +91,29 @@ def test_launches(launches, backend, case):
     skip = c.get("skip", (0, 0))
     cap = kernels.max_splits(B * n_kv)
     assert splits <= cap
-    assert kernels.param_values(p["inputs"][7]) == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail,
-                                                    64 if n_tail else 0, *skip, B * H * cap * D if one_pass else 0,
-                                                    kernels.f32_bits(0.1), 0]
+    assert kernels.param_values(given["params"]) == [start, length, chunk, n_kv, t_alloc, H, splits, n_tail,
+                                                     64 if n_tail else 0, *skip, B * H * cap * D if one_pass else 0,
+                                                     kernels.f32_bits(0.1), B * H * cap * (D + 2) if one_pass else 0]
     partials = [(B * H, splits, D), (B * H, splits, 2)]
     assert p["output_shapes"] == ([(B, H, 1, D)] if one_pass else partials)
     t = dict(p["template"])
     assert (t["T"], t["D"], t["G"], t["KBITS"], t["VBITS"], t["KGROUP"], t["VGROUP"]) == (
         mx.float16, D, H // n_kv, 8, 4, 64, 64)
-    flags = c["transforms"]
     assert (t["ROTQ"], t["TAILK"]) == (flags, bool(n_tail))
     assert (t["KCTR"], t["VCTR"], t["ROTV"]) == ((flags and bool(n_tail)),) * 3
     assert t["TT"] == (mx.bfloat16 if n_tail else mx.float32)
     assert (t["CENTER"], t["ROTO"]) == (flags, flags)
-    assert p["inputs"][11].shape == ((B, n_kv, 1, D) if flags else (1,))  # V's mean, whenever centered
     if one_pass:
-        sem, scratch = p["inputs"][12:]
-        assert sem.shape == (B * n_kv,) and sem.dtype == mx.int32 and sem.tolist() == [0] * (B * n_kv)
-        # The partials' room for the longest split plan, o_part then ml_part (from params' last).
-        assert scratch.shape == (B * H * cap * (D + 2),) and scratch.dtype == mx.float32
+        # The partials' room for the longest split plan, o_part then ml_part (from params' 12th),
+        # then the counters, zero (from params' 14th).
+        work = given["work"]
+        assert work.shape == (B * H * cap * (D + 2) + B * n_kv,) and work.dtype == mx.float32
+        assert work[B * H * cap * (D + 2):].tolist() == [0] * (B * n_kv)
         return
-    _, _, cb = launches[1]
+    c_name, c_inputs, cb = launches[1]
+    assert c_inputs == ("o_part", "ml_part", "params") + (("vmean",) if flags else ())
+    if flags:
+        assert cb["inputs"][3] is given["vmean"]
     assert kernels.param_values(cb["inputs"][2]) == [splits, H // n_kv, H, 0]
     assert cb["grid"] == (D * kernels.COMBINE_PARTS, B * H, 1)
     assert dict(cb["template"])["CENTER"] == flags and dict(cb["template"])["ROTO"] == flags
@@ -110,29 +121,29 @@ def test_launches(launches, backend, case):
 
 
 def test_one_pass_calls_take_buffers_in_turn(monkeypatch):
-    # Independent calls in one MLX command buffer may run at once: each needs counters and scratch
+    # Independent calls in one MLX command buffer may run at once: each needs counters and partials
     # of its own.
     monkeypatch.setattr(kernels, "available", lambda: "cuda")
     seen = []
 
     def builder(kernel, backend, input_names, output_names, template):
         def launch(**kw):
-            seen.append((id(kw["inputs"][-2]), id(kw["inputs"][-1])))
+            assert input_names[-1] == "work"
+            seen.append(id(kw["inputs"][-1]))
             return [mx.zeros(s, dtype=d) for s, d in zip(kw["output_shapes"], kw["output_dtypes"])]
         return launch
 
     monkeypatch.setattr(kernels, "_build", builder)
     monkeypatch.setattr(kernels, "COMPILED", False)  # the recorder reads each call's arguments
-    kernels._launcher.cache_clear()
+    kernels.forget()
     q = mx.zeros((1, 8, 1, 64), dtype=mx.float16)
     k = _cache(1, 2, 100, 64)
     for _ in range(2 * kernels.BUFFER_POOL):
         kernels.decode_attention(q, k, k, scale=0.1, length=99, k_bits=4, v_bits=4, k_group=64, v_group=64)
     assert kernels.BUFFER_POOL >= 21  # MLX runs up to 20 nodes per command buffer
-    for ids in zip(*seen):
-        assert len(set(ids)) == kernels.BUFFER_POOL   # every call of a round its own counters, its own scratch
-        assert ids[: kernels.BUFFER_POOL] == ids[kernels.BUFFER_POOL:]   # the pool's, reused in turn
-    kernels._launcher.cache_clear()
+    assert len(set(seen)) == kernels.BUFFER_POOL   # every call of a round its own counters and partials
+    assert seen[: kernels.BUFFER_POOL] == seen[kernels.BUFFER_POOL:]   # the pool's, reused in turn
+    kernels.forget()
 
 
 def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
@@ -146,7 +157,7 @@ def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
         def launch(inputs, output_shapes, output_dtypes, **kw):
             if kernel == "decode_combine":
                 return [mx.zeros(output_shapes[0], output_dtypes[0]) + inputs[0][0, 0, 0]]
-            tag = 7 + (1000 * inputs[input_names.index("sem")][0] if "sem" in input_names else mx.array(0))
+            tag = 7 + (1000 * inputs[input_names.index("work")][-1] if "work" in input_names else mx.array(0))
             return [mx.zeros(sh, d) + tag.astype(d) for sh, d in zip(output_shapes, output_dtypes)]
         return launch
 
@@ -157,14 +168,13 @@ def test_compiled_calls_take_each_calls_inputs(monkeypatch, backend):
     got = {}
     for compiled in (False, True):
         monkeypatch.setattr(kernels, "COMPILED", compiled)
-        kernels._launcher.cache_clear()
+        kernels.forget()
         turn = iter(range(1, 10))
-        monkeypatch.setattr(kernels, "_one_pass_buffers",
-                            lambda n, f: (mx.array([next(turn)] * n, dtype=mx.int32), mx.zeros((f,))))
+        monkeypatch.setattr(kernels, "_work_buffer", lambda n, f: mx.array([0.0] * f + [float(next(turn))] * n))
         got[compiled] = [kernels.decode_attention(q, k, k, scale=0.1, length=n, k_bits=4, v_bits=4, k_group=64,
                                                   v_group=64)[0, 0, 0, 0].item() for n in lengths]
     assert kernels._launcher.cache_info().currsize == 1
-    kernels._launcher.cache_clear()
+    kernels.forget()
     counters = (1000, 2000, 3000) if kernels.ONE_PASS[backend] else (0, 0, 0)
     assert got[True] == got[False] == [7 + c for c in counters]
 

@@ -37,9 +37,12 @@ def gxx_check(tmp_path, source: str, name: str = "k"):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"d{v[0]}-g{v[1]}-k{v[2]}v{v[3]}-{v[6]}")
-def test_metal_source_compiles_as_cpp(tmp_path, variant):
+@pytest.mark.parametrize("extras", [True, False], ids=["tail-transforms", "plain"])
+def test_metal_source_compiles_as_cpp(tmp_path, variant, extras):
+    # With a tail and the transforms every optional input is handed over; without, each is a
+    # null pointer declared before the body (kernels.absent).
     D, G, kb, vb, kg, vg, dtype = variant
-    for i, src in enumerate(kernels.decode_sources("metal", D, G, kb, vb, kg, vg, dtype)):
+    for i, src in enumerate(kernels.decode_sources("metal", D, G, kb, vb, kg, vg, dtype, rotate=extras, tail=extras)):
         r = gxx_check(tmp_path, src, f"k{i}")
         assert r.returncode == 0, r.stderr[-3000:]
 
@@ -85,6 +88,12 @@ def test_metal_signature_is_generated_like_mlx():
     # The variant's constants open the body; MLX gets no template arguments, so no instantiation.
     assert "[[kernel]] void custom_kernel_folio_decode_partial_" in partial and "[[host_name(" not in partial
     assert "[[threadgroup_position_in_grid]]) {\ntypedef float16_t T;\nconstexpr int D = 128;\n" in partial
+    # A variant that reads no tail and no means is not handed them: they are null pointers.
+    plain, plain_combine = kernels.decode_sources("metal", 128, 8, rotate=False, tail=False)
+    for name, t in (("tk", "TT"), ("tv", "TT"), ("kmean", "float"), ("vmean", "float")):
+        assert f"const device {t}* const {name} = nullptr;\n" in plain and f"{name} [[buffer(" not in plain
+    assert "device float* o_part [[buffer(9)]]" in plain
+    assert "const device float* const vmean = nullptr;\n" in plain_combine and "vmean [[buffer(" not in plain_combine
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed (CUDA toolkit absent)")
@@ -100,7 +109,8 @@ def test_cuda_source_compiles_for_sm90(tmp_path):
         "using Strides = cuda::std::array<int64_t, 10>;\n}\n")
     jobs = []
     for n, (D, G, kb, vb, kg, vg, dtype) in enumerate(VARIANTS[:3]):
-        for i, src in enumerate(kernels.decode_sources("cuda", D, G, kb, vb, kg, vg, dtype)):
+        extras = n != 1   # one variant without the optional inputs (null pointers: kernels.absent)
+        for i, src in enumerate(kernels.decode_sources("cuda", D, G, kb, vb, kg, vg, dtype, rotate=extras, tail=extras)):
             if i == 1 and n > 0:
                 continue  # one combine kernel is enough
             f = tmp_path / f"k{n}_{i}.cu"
@@ -126,9 +136,13 @@ def test_cuda_assembly_matches_mlx_layout():
     assert partial.startswith(kernels.CUDA_DEFAULT_HEADER)
     assert "namespace mlx::core::cu {\n\nnamespace cg = cooperative_groups;\n\n__global__ void custom_kernel_folio_" in partial
     assert ") {\ntypedef __half T;\nconstexpr int D = 128;\nconstexpr int G = 8;\n" in partial
-    assert "    const uint32_t* kp,\n" in partial and "    const int32_t* sem,\n" in partial
-    # One-pass: the partials go to a scratch input, the partial kernel's one output is the result.
-    assert "    const float* scratch,\n    __half* out) {\n" in partial
+    assert "    const uint32_t* kp,\n" in partial and "    const __half* tk,\n" in partial
+    # One-pass: the partials and the counters go to one work input, the partial kernel's one
+    # output is the result.
+    assert "    const float* work,\n    __half* out) {\n" in partial
+    plain, _ = kernels.decode_sources("cuda", 128, 8, rotate=False, tail=False)
+    assert "    const uint8_t* params,\n    const __grid_constant__ Strides params_strides,\n    const float* work,\n" in plain
+    assert "const float* const vmean = nullptr;\n" in plain and "const TT* const tk = nullptr;\n" in plain
 
 
 def test_kernel_names_change_with_the_source():

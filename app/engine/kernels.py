@@ -23,17 +23,25 @@ from app.engine.errors import FolioError
 HEAD_DIMS = (64, 128, 256)
 BITS = (4, 8)
 GROUPS = (32, 64, 128)
-INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params", "tk", "tv", "kmean", "vmean")
+INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params")   # what every decode variant reads
+# Inputs a kernel reads only under one of its constants, (name, constant, pointee type): a variant
+# without it is not handed the array and declares the name as a null pointer instead (absent()).
+# MLX's host time per custom-kernel call grows with its inputs (bench/host_probe.py: a trivial
+# kernel 6.1 us with 1 input, 12.7 with 13-14, H100 host), and a plain decode reads none of these.
+OPTIONAL_INPUTS = {
+    "decode_partial": (("tk", "TAILK", "TT"), ("tv", "TAILK", "TT"), ("kmean", "KCTR", "float"),
+                       ("vmean", "CENTER", "float")),
+    "decode_combine": (("vmean", "CENTER", "float"),),
+}
 PARTIAL_OUTPUTS = ("o_part", "ml_part")
 # One-pass decode (the partial kernel's last block per KV head merges the splits; FOLIO_ONE_PASS in
-# the backend's prelude): one launch per layer instead of two. Its inputs add a counter and a scratch
-# buffer for the partials (inputs the kernel writes: MLX's host time per launch grows by several
-# microseconds per output), its one output is the result.
+# the backend's prelude): one launch per layer instead of two. Its inputs add one working buffer,
+# `work`: float32 room for the partials, then the per-KV-head counters (an input the kernel writes:
+# MLX's host time per launch grows by several microseconds per output); its one output is the result.
 ONE_PASS = {"cuda": True, "metal": False}
-ONE_PASS_INPUTS = INPUTS + ("sem", "scratch")
 ONE_PASS_OUTPUTS = ("out",)
 BUFFER_POOL = 64               # one-pass buffers in turn: more than the calls one MLX command buffer runs at once (20)
-COMBINE_INPUTS = ("o_part", "ml_part", "params", "vmean")
+COMBINE_INPUTS = ("o_part", "ml_part", "params")
 # Blocks a decode step aims for: two per SM on an H200 (132 SMs). Kernel time under ncu
 # (bench/kernel_probe.py --once, bench/ncu_table.py; 2026-11-29, fifth session), head_dim 128,
 # 4-bit: pipelined 32-token steps 77.8 us at 128K tokens with 264 blocks against 86.3 with 528 and
@@ -170,9 +178,24 @@ def constants(backend: str, template) -> str:
     return "".join(out)
 
 
+def present(kernel: str, template) -> tuple[str, ...]:
+    """The optional inputs (OPTIONAL_INPUTS) a variant of `kernel` reads, in order."""
+    consts = dict(template)
+    return tuple(name for name, flag, _t in OPTIONAL_INPUTS.get(kernel, ()) if consts.get(flag, True))
+
+
+def absent(kernel: str, backend: str, template) -> str:
+    """Declarations of the optional inputs a variant does not read, as null pointers of the type
+    MLX would have declared them with: the body names them in code its constants switch off."""
+    consts, space = dict(template), "device " if backend == "metal" else ""
+    return "".join(f"const {space}{t}* const {name} = nullptr;\n"
+                   for name, flag, t in OPTIONAL_INPUTS.get(kernel, ()) if not consts.get(flag, True))
+
+
 def source(kernel: str, backend: str, template=()) -> str:
-    """The source handed to MLX for one variant: its constants, then the kernel body."""
-    return constants(backend, template) + body(kernel, backend)
+    """The source handed to MLX for one variant: its constants, the inputs it goes without, then
+    the kernel body."""
+    return constants(backend, template) + absent(kernel, backend, template) + body(kernel, backend)
 
 
 def kernel_name(kernel: str, backend: str, template=()) -> str:
@@ -238,8 +261,15 @@ def set_plan(*, pipeline=None, step=None, min_blocks=None, warps=None, target_bl
     WARPS = WARPS if warps is None else warps
     TARGET_BLOCKS = TARGET_BLOCKS if target_blocks is None else target_blocks
     MIN_TOKENS_PER_BLOCK = MIN_TOKENS_PER_BLOCK if min_tokens is None else min_tokens
+    forget()
+
+
+def forget():
+    """Drops what the per-variant caches hold (built kernels, launch functions, call plans, which
+    hold the launch functions): after a change of plan or shaders, or of the builder (tests)."""
     for cached in (_variant, _build, _launcher, _scratch_plan, _call_plan):
-        cached.cache_clear()
+        if hasattr(cached, "cache_clear"):  # tests and benches put recorders in _build's place
+            cached.cache_clear()
 
 
 def _wave_splits(n_blocks_per_split: int) -> int:
@@ -299,10 +329,11 @@ _pools: dict[tuple, list] = {}
 _turn = itertools.count()
 
 
-def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
-    """A one-pass call's working memory: n_counters zeroed int32 counters (the kernel leaves them at
-    zero) and n_floats of float32 scratch for the splits' partials. Calls take them in turn from a
-    pool, so calls that run at once (independent ones in one MLX command buffer) never share them."""
+def _work_buffer(n_counters: int, n_floats: int) -> mx.array:
+    """A one-pass call's working memory, one float32 buffer: n_floats for the splits' partials, then
+    n_counters int32 counters, zero (the kernel leaves them at zero; 0.0f is all zero bits). Calls
+    take them in turn from a pool, so calls that run at once (independent ones in one MLX command
+    buffer) never share one."""
     pool = _pools.get((n_counters, n_floats))
     if pool is None:
         # Computed by the device, not mx.zeros (a broadcast scalar has no buffer of its own to write
@@ -310,8 +341,7 @@ def _one_pass_buffers(n_counters: int, n_floats: int) -> tuple:
         # migrates on the kernel's first touch, a page fault inside the launch (ncu, H200: 150-300
         # us launches until every pool entry had been used once). All made at once: the eval waits
         # for whatever the stream has queued, once rather than at each of the first turns.
-        pool = [(mx.arange(n_counters, dtype=mx.int32) * 0, mx.arange(n_floats, dtype=mx.float32))
-                for _ in range(BUFFER_POOL)]
+        pool = [mx.arange(n_floats + n_counters, dtype=mx.float32) * 0 for _ in range(BUFFER_POOL)]
         mx.eval(pool)
         _pools[n_counters, n_floats] = pool
     return pool[next(_turn) % BUFFER_POOL]
@@ -325,7 +355,8 @@ def max_splits(n_blocks_per_split: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _scratch_plan(B: int, H: int, n_kv: int, D: int) -> tuple[int, int, int]:
-    """(most splits, where ml_part starts, scratch floats) of a one-pass launch shape."""
+    """(most splits, where ml_part starts, the partials' floats: where the counters start) of a
+    one-pass launch shape's work buffer."""
     cap = max_splits(B * n_kv)
     return cap, B * H * cap * D, B * H * cap * (D + 2)
 
@@ -369,6 +400,11 @@ def _variant(backend, dtype, L, H, D, n_kv, k_bits, v_bits, k_group, v_group, sc
     return nw, nt, partial, combine
 
 
+def decode_inputs(partial_template, one_pass: bool) -> tuple[str, ...]:
+    """The decode_partial variant's input names, in the order decode_attention passes the arrays."""
+    return INPUTS + present("decode_partial", partial_template) + (("work",) if one_pass else ())
+
+
 def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group, window=None,
                      rotate_q: bool = False, v_mean=None, rotate_out: bool = False, tail=None, k_mean=None,
                      skip=None, poison: bool = False):
@@ -390,27 +426,31 @@ def decode_attention(q, k, v, *, scale, length, k_bits, v_bits, k_group, v_group
     if backend is None:
         raise KernelUnsupported("No Metal or CUDA device: the fused attention kernel cannot run here.")
     n_tail = tail[2] if tail is not None else 0
-    tk, tv = tail[:2] if n_tail else (_unused(), _unused())
     centered = v_mean is not None
-    launch, params, buffers = _call_plan(
+    run, params, work = _call_plan(
         backend, q.shape, q.dtype, k[0].shape, (k[1].dtype, v[1].dtype), k_bits, v_bits, k_group, v_group,
         int(length), window and int(window), bool(rotate_q), centered, bool(rotate_out),
-        (tk.shape, tv.shape, tk.dtype) if n_tail else None, n_tail, k_mean is not None,
+        (tail[0].shape, tail[1].shape, tail[0].dtype) if n_tail else None, n_tail, k_mean is not None,
         tuple(skip) if skip else None, float(scale), bool(poison))
-    inputs = [q, *k, *v, params, tk, tv,
-              k_mean if n_tail and k_mean is not None else _unused(), v_mean.astype(mx.float32) if centered else _unused()]
-    if buffers:
-        inputs += _one_pass_buffers(*buffers)
-    return _launcher(*launch)(*inputs)
+    # In the order decode_inputs lists them for this variant.
+    inputs = [q, *k, *v, params]
+    if n_tail:
+        inputs += tail[:2] if k_mean is None else (*tail[:2], k_mean)
+    if centered:
+        inputs.append(v_mean.astype(mx.float32))
+    if work:
+        inputs.append(_work_buffer(*work))
+    return run(*inputs)
 
 
 @functools.lru_cache(maxsize=256)
 def _call_plan(backend, q_shape, dtype, k_shape, scale_dtypes, k_bits, v_bits, k_group, v_group, length, window,
                rotate_q, centered, rotate_out, tail, n_tail, tail_k_centered, skip, scale, poison) -> tuple:
     """What decode_attention hands MLX besides the arrays, from the call's shapes and values:
-    (the _launcher key, the params view, the one-pass buffers' sizes or None). Checked and worked
-    out once per distinct call: every layer of a decode step makes the same one, and the
-    split plan, the params and the checks were half of a call's Python (bench/host_probe.py)."""
+    (the launch function, the params view, the one-pass work buffer's counters and floats, or
+    None). Checked and worked out once per distinct call: every layer of a decode step makes the
+    same one, and the split plan, the params and the checks were half of a call's Python
+    (bench/host_probe.py)."""
     B, H, L, D = q_shape
     n_kv, t_alloc = k_shape[1], k_shape[2]
     tail_dtype = tail[2] if tail else None
@@ -434,9 +474,9 @@ def _call_plan(backend, q_shape, dtype, k_shape, scale_dtypes, k_bits, v_bits, k
     cap, ml_at, n_scratch = _scratch_plan(B, H, n_kv, D) if one_pass else (splits, 0, 0)
     assert splits <= cap, (splits, cap)
     params = _params(start, length, chunk, n_kv, t_alloc, H, splits, n_tail, tail[0][2] if n_tail else 0,
-                     skip_from, skip_n, ml_at, f32_bits(scale))
-    launch = (backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, poison)
-    return launch, params, ((B * n_kv, n_scratch) if one_pass else None)
+                     skip_from, skip_n, ml_at, f32_bits(scale), n_scratch)
+    run = _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t_alloc, poison)
+    return run, params, ((B * n_kv, n_scratch) if one_pass else None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -455,21 +495,25 @@ def _launcher(backend, partial_template, combine_template, B, H, n_kv, splits, t
     D, nw, dtype = consts["D"], consts["NW"], consts["T"]
     launch = dict(grid=(splits * nw * 32, B * n_kv, 1), threadgroup=(nw * 32, 1, 1),
                   init_value=float("nan") if poison else None, verbose=VERBOSE)
+    partial_inputs = decode_inputs(partial_template, ONE_PASS[backend])
     if ONE_PASS[backend]:
-        one_pass = _build("decode_partial", backend, ONE_PASS_INPUTS, ONE_PASS_OUTPUTS, partial_template)
+        one_pass = _build("decode_partial", backend, partial_inputs, ONE_PASS_OUTPUTS, partial_template)
 
         def run(*inputs):
             (out,) = one_pass(inputs=list(inputs), output_shapes=[(B, H, 1, D)], output_dtypes=[dtype], **launch)
             return out
     else:
-        partial = _build("decode_partial", backend, INPUTS, PARTIAL_OUTPUTS, partial_template)
-        combine = _build("decode_combine", backend, COMBINE_INPUTS, ("out",), combine_template)
+        partial = _build("decode_partial", backend, partial_inputs, PARTIAL_OUTPUTS, partial_template)
+        combine_inputs = COMBINE_INPUTS + present("decode_combine", combine_template)
+        combine = _build("decode_combine", backend, combine_inputs, ("out",), combine_template)
         combine_params = _params(splits, H // n_kv, H)
+        v_mean_at = partial_inputs.index("vmean") if "vmean" in combine_inputs else None
 
         def run(*inputs):
             o_part, ml_part = partial(inputs=list(inputs), output_shapes=[(B * H, splits, D), (B * H, splits, 2)],
                                       output_dtypes=[mx.float32, mx.float32], **launch)
-            (out,) = combine(inputs=[o_part, ml_part, combine_params, inputs[INPUTS.index("vmean")]],
+            extra = [] if v_mean_at is None else [inputs[v_mean_at]]
+            (out,) = combine(inputs=[o_part, ml_part, combine_params, *extra],
                              grid=(D * COMBINE_PARTS, B * H, 1), threadgroup=(D * COMBINE_PARTS, 1, 1),
                              output_shapes=[(B, H, 1, D)], output_dtypes=[dtype], init_value=launch["init_value"])
             return out
@@ -557,27 +601,28 @@ def mlx_source(kernel: str, backend: str, template, inputs, outputs) -> tuple[st
 
 
 def decode_sources(backend: str, D=128, G=8, k_bits=4, v_bits=4, k_group=64, v_group=64, dtype="float16",
-                   rotate: bool = True):
+                   rotate: bool = True, tail: bool = True):
     """Both decode kernels' full source for one variant, assembled as MLX would for `backend` (on a
-    one-pass backend the partial kernel is the whole decode; the combine kernel is still checked)."""
-    def assemble(kernel, inputs, outputs, tpl):
-        return mlx_source(kernel, backend, tpl, inputs, outputs)[1]
+    one-pass backend the partial kernel is the whole decode; the combine kernel is still checked),
+    handed the inputs that variant takes (decode_inputs)."""
+    def assemble(kernel, names, outputs, tpl):
+        return mlx_source(kernel, backend, tpl, [described[n] for n in names], outputs)[1]
 
     # The constants decode_attention would build for this variant (G query heads on one KV head,
-    # a tail of the query's dtype, every transform on or off together).
+    # a tail of the query's dtype or none, every transform on or off together).
     mx_dtype = getattr(mx, dtype)
     _nw, _nt, tpl, combine_tpl = _variant(backend, mx_dtype, 1, G, D, 1, k_bits, v_bits, k_group, v_group,
-                                          (mx.float16, mx.float16), rotate, rotate, rotate, mx_dtype, rotate)
-    q_in = [("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4),
-            ("kb", "float16", 4096, 4), ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4),
-            ("vb", "float16", 4096, 4), ("params", "uint8", 1, 7),
-            ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4)]
-    outputs = [("o_part", "float32"), ("ml_part", "float32")]
-    if ONE_PASS[backend]:
-        q_in, outputs = q_in + [("sem", "int32", 8, 1), ("scratch", "float32", 4096, 1)], [("out", dtype)]
-    partial = assemble("decode_partial", q_in, outputs, tpl)
-    combine = assemble("decode_combine",
-                       [("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3), ("params", "uint8", 1, 2),
-                        ("vmean", "float32", 4096, 4)],
-                       [("out", dtype)], combine_tpl)
+                                          (mx.float16, mx.float16), rotate, rotate, rotate,
+                                          mx_dtype if tail else None, rotate)
+    described = {n: (n, t, size, ndim) for n, t, size, ndim in (
+        ("q", dtype, 4096, 4), ("kp", "uint32", 4096, 4), ("ks", "float16", 4096, 4), ("kb", "float16", 4096, 4),
+        ("vp", "uint32", 4096, 4), ("vs", "float16", 4096, 4), ("vb", "float16", 4096, 4), ("params", "uint8", 1, 7),
+        ("tk", dtype, 4096, 4), ("tv", dtype, 4096, 4), ("kmean", "float32", 128, 4), ("vmean", "float32", 128, 4),
+        ("work", "float32", 4096, 1), ("o_part", "float32", 4096, 3), ("ml_part", "float32", 4096, 3))}
+    one_pass = ONE_PASS[backend]
+    outputs = [("out", dtype)] if one_pass else [("o_part", "float32"), ("ml_part", "float32")]
+    partial = assemble("decode_partial", decode_inputs(tpl, one_pass), outputs, tpl)
+    described["params"] = ("params", "uint8", 1, 2)
+    combine = assemble("decode_combine", COMBINE_INPUTS + present("decode_combine", combine_tpl), [("out", dtype)],
+                       combine_tpl)
     return partial, combine

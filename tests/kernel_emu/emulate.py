@@ -206,5 +206,4 @@ def emulated(monkeypatch, cache: Path, backend: str = "cuda"):
 def forget():
     """Drop the launchers and variants kernels.py keeps: they hold whichever builder made them
     (the emulator's after `emulated`, MLX's before and after)."""
-    kernels._variant.cache_clear()
-    kernels._launcher.cache_clear()
+    kernels.forget()

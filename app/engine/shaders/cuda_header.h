@@ -42,7 +42,7 @@ template <typename T> FN T from_f32(float x) { return static_cast<T>(x); }
 FN void device_fence() { __threadfence(); }
 FN bool arrive(const int* counter, int n) { return atomicAdd(const_cast<int*>(counter), 1) == n - 1; }
 FN void depart(const int* counter) { atomicExch(const_cast<int*>(counter), 0); }
-// A kernel input the kernel writes: its own scratch (kernels._one_pass_buffers), never read by others.
+// A kernel input the kernel writes: its own work buffer (kernels._work_buffer), never read by others.
 FN float* writable(const float* p) { return const_cast<float*>(p); }
 FN float load_partial(const float* p) { return __ldcg(p); }   // from L2: other blocks wrote it
 FN void load_partial4(const float* p, float (&d)[4]) {         // four, one 16-byte load (p 16-byte aligned)
