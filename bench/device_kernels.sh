@@ -22,6 +22,13 @@ SECONDS=0
 SECONDS=0
 [ "${BENCH:-1}" = 1 ] && timeout ${BENCH_S:-100} python3 -m app.bench.attention_device --contexts 4096,32768,131072 --heads 64 --kv-heads 8 \
   --head-dim 128 --json > "$OUT/bench.json" 2> "$OUT/bench.err"; echo "bench rc=$? in ${SECONDS}s" | tee -a "$OUT/phases.txt"
+# BENCH_NOGRAPHS=1: the same table again with MLX's CUDA graphs off (MLX_USE_CUDA_GRAPHS=0: each
+# kernel launched as MLX encodes it, no graph built, updated and launched per commit), every row
+# alike: how much of a call's README time is MLX's graph handling.
+SECONDS=0
+[ "${BENCH_NOGRAPHS:-0}" = 1 ] && MLX_USE_CUDA_GRAPHS=0 timeout ${BENCH_S:-100} python3 -m app.bench.attention_device \
+  --contexts 4096,32768,131072 --heads 64 --kv-heads 8 --head-dim 128 --json > "$OUT/bench_nographs.json" \
+  2> "$OUT/bench_nographs.err" && echo "bench without CUDA graphs in ${SECONDS}s" | tee -a "$OUT/phases.txt"
 if [ "${HOST:-1}" = 1 ]; then
   SECONDS=0
   for c in ${HOST_CTX:-4096}; do timeout 90 python3 bench/host_probe.py $c > "$OUT/host_$c.txt" 2>&1; done; echo "host probe in ${SECONDS}s" | tee -a "$OUT/phases.txt"
@@ -71,16 +78,20 @@ fi
 tail -5 "$OUT/test.log"; grep -E "^FAILED|Error" "$OUT/test.log" | head -8
 tail -12 "$OUT/probe.txt" 2>/dev/null
 tail -8 "$OUT/e2e.log" 2>/dev/null
-python3 - "$OUT/bench.json" <<'PY'
+for b in bench bench_nographs; do [ -f "$OUT/$b.json" ] || continue; echo "$b:"; python3 - "$OUT/$b.json" <<'PY'
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
 except Exception as e:
     sys.exit(f"no bench table: {e}")
 print(f"copy bandwidth {r['copy_bandwidth_gbs']:.0f} GB/s")
-print("context  sdpa  deq+sdpa  mlx-lm  folio  floor  xSDPA  xMLXLM  /floor")
+print("context  sdpa  deq+sdpa  mlx-lm  folio  floor  xSDPA  xMLXLM  /floor   | GPU pace: sdpa  mlx-lm  folio  xSDPA  xMLXLM  /floor")
 for x in r["rows"]:
-    f = x["folio_ms"]
+    f, p = x["folio_ms"], x.get("pace")
+    pace = "" if not p else (f"   | {p['fp16_sdpa_ms']:.3f} {p['mlx_lm_quantized_ms']:.3f} {p['folio_ms']:.4f} "
+                             f"{p['fp16_sdpa_ms']/p['folio_ms']:.2f} {p['mlx_lm_quantized_ms']/p['folio_ms']:.1f} "
+                             f"{p['folio_ms']/x['floor_ms']:.2f}")
     print(f"{x['context']:7d} {x['fp16_sdpa_ms']:.3f} {x['dequant_sdpa_ms']:.3f} {x['mlx_lm_quantized_ms']:.3f} "
-          f"{f:.4f} {x['floor_ms']:.4f} {x['fp16_sdpa_ms']/f:.2f} {x['mlx_lm_quantized_ms']/f:.1f} {f/x['floor_ms']:.2f}")
+          f"{f:.4f} {x['floor_ms']:.4f} {x['fp16_sdpa_ms']/f:.2f} {x['mlx_lm_quantized_ms']/f:.1f} {f/x['floor_ms']:.2f}{pace}")
 PY
+done

@@ -93,6 +93,7 @@ def tiny(n_inputs, n_template, header="", n_outputs=1):
 
 big_header = kernels.header("cuda") + "\n" + "// pad\n" * 2000
 for label, f in (("tiny kernel: 1 input, no template", tiny(1, 0)),
+                 ("tiny kernel: 9 inputs", tiny(9, 0)),
                  ("tiny kernel: 13 inputs", tiny(13, 0)),
                  ("tiny kernel: 1 input, 16 template args", tiny(1, 16)),
                  ("tiny kernel: 1 input, 30 KB header", tiny(1, 0, big_header))):
@@ -119,6 +120,7 @@ def eval_us(fn) -> float:
 kernels.COMPILED = True
 kernels.forget()
 for label, f in (("decode_attention (whole call, compiled)", folio), ("tiny kernel: 1 input, 1 output", tiny(1, 0)),
+                 ("tiny kernel: 9 inputs, 1 output", tiny(9, 0)),
                  ("tiny kernel: 14 inputs, 1 output", tiny(14, 0)), ("tiny kernel: 1 input, 3 outputs", tiny(1, 0, "", 3)),
                  ("fp16 SDPA call (1 query)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):
     print(f"{label:45s} {eval_us(f):7.1f} us/call (evaluation of {N} built calls)")
