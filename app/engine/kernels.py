@@ -349,7 +349,7 @@ def _work_buffer(n_counters: int, n_floats: int) -> mx.array:
 
 def max_splits(n_blocks_per_split: int) -> int:
     """The most splits split_plan gives a launch of n_blocks_per_split blocks per split, its tail's
-    included: the one-pass scratch is sized for it, so one buffer serves every length."""
+    included: the one-pass work buffer is sized for it, so one buffer serves every length."""
     return min(MAX_SPLITS, _wave_splits(n_blocks_per_split)) + 1
 
 
