@@ -26,8 +26,9 @@ GROUPS = (32, 64, 128)
 INPUTS = ("q", "kp", "ks", "kb", "vp", "vs", "vb", "params")   # what every decode variant reads
 # Inputs a kernel reads only under one of its constants, (name, constant, pointee type): a variant
 # without it is not handed the array and declares the name as a null pointer instead (absent()).
-# MLX's host time per custom-kernel call grows with its inputs (bench/host_probe.py: a trivial
-# kernel 6.1 us with 1 input, 12.7 with 13-14, H100 host), and a plain decode reads none of these.
+# MLX's host time per custom-kernel call grows with its inputs (bench/host_probe.py, H100 hosts: a
+# trivial kernel's build and evaluation 5.6 us with 1 input, 8.4 with 9, 9.1 with 13-14; 12.7 with
+# 13-14 on a slower host), and a plain decode reads none of these.
 OPTIONAL_INPUTS = {
     "decode_partial": (("tk", "TAILK", "TT"), ("tv", "TAILK", "TT"), ("kmean", "KCTR", "float"),
                        ("vmean", "CENTER", "float")),
