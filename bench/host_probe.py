@@ -148,15 +148,25 @@ except Exception as e:  # an experiment: report, do not stop the probe
 print(f"README timing of the whole call at {ctx}: {time_ms(folio) * 1e3:.1f} us/call")
 
 
-def readme_split(fn, calls=10, repeats=20):
+def readme_split(fn, busy_passes=0, calls=10, repeats=20):
     """The README timing's two halves timed apart, us per call (medians): building the 10 calls'
-    graphs (the GPU idle), then evaluating them (encoding, the GPU's work, the final wait)."""
+    graphs (the GPU idle), then evaluating them (encoding, the GPU's work, the final wait). With
+    `busy_passes`, that many elementwise passes over 64 MB (about 46 us each at 2.8 TB/s) are
+    queued (mx.async_eval) just before each build, so the GPU is not idle through it; their time
+    counts only where it outlasts the build."""
     import statistics
 
+    busy = mx.random.normal((1 << 25,)).astype(mx.float16) if busy_passes else None
+    mx.eval(busy)
     for _ in range(3):
         mx.eval(fn())
     builds, evals = [], []
     for _ in range(repeats):
+        if busy_passes:
+            y = busy
+            for _ in range(busy_passes):
+                y = y * 1.0001
+            mx.async_eval(y)
         t0 = time.perf_counter()
         keep = [fn() for _ in range(calls)]
         t1 = time.perf_counter()
@@ -170,32 +180,11 @@ def readme_split(fn, calls=10, repeats=20):
 for label, f in (("Folio", folio), ("fp16 SDPA (1 query over q)", lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=1.0))):
     b, e = readme_split(f)
     print(f"README timing split, {label}: build {b:.1f} + evaluate {e:.1f} = {b + e:.1f} us/call")
-
-
-def readme_gpu_busy(fn, busy_ops: int, calls=10, repeats=20):
-    """The README timing with the GPU kept busy while the calls are built: `busy_ops` elementwise
-    passes over 64 MB (about 46 us each at 2.8 TB/s) are queued (mx.async_eval) just before, so the
-    GPU does not sit idle through the build. us per call, median; the passes' time counts only
-    where it outlasts the build."""
-    import statistics
-
-    x = mx.random.normal((1 << 25,)).astype(mx.float16)
-    mx.eval(x)
-    samples = []
-    for _ in range(repeats + 3):
-        y = x
-        for _ in range(busy_ops):
-            y = y * 1.0001
-        mx.async_eval(y)
-        t = time.perf_counter()
-        mx.eval([fn() for _ in range(calls)])
-        samples.append((time.perf_counter() - t) / calls * 1e6)
-    return statistics.median(samples[3:])
-
-
 # Is the README row's extra time the idle GPU's (the build leaves it idle) or the host's?
-for n in (0, 2, 3, 5):
-    print(f"README timing with {n} busy passes queued before the build: Folio {readme_gpu_busy(folio, n):.1f} us/call")
+for n in (2, 3, 5):
+    b, e = readme_split(folio, busy_passes=n)
+    print(f"README timing split, Folio with {n} busy passes queued before the build: build {b:.1f} + evaluate "
+          f"{e:.1f} = {b + e:.1f} us/call")
 t1 = tiny(1, 0)
 print(f"README timing of the tiny kernel: {time_ms(t1) * 1e3:.1f} us/call")
 
